@@ -1,0 +1,140 @@
+"""The engine interface every backend implements, and the data that crosses it.
+
+The ingress tokenizes once and sends a `GenerationRequest`; the engine streams `TokenDelta`s
+back. The router and the autoscaler see only `EngineStats`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from serve.errors import InvalidRequestError
+
+FinishReason = str  # "stop" | "length" | "abort" | "error"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token and when to stop."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 means no top-k cut
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0
+    skip_special_tokens: bool = True
+
+    def validate(self) -> None:
+        """Raise `InvalidRequestError` naming the first parameter out of range."""
+        checks = [
+            ("max_tokens", self.max_tokens >= 1, "must be at least 1"),
+            ("temperature", 0.0 <= self.temperature <= 100.0, "must be in [0, 100]"),
+            ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
+            ("top_k", self.top_k >= 0, "must be 0 (off) or positive"),
+            ("min_p", 0.0 <= self.min_p <= 1.0, "must be in [0, 1]"),
+            ("top_logprobs", 0 <= self.top_logprobs <= 20, "must be in [0, 20]"),
+            ("stop", all(isinstance(s, str) and s for s in self.stop), "must be non-empty strings"),
+        ]
+        for name, ok, why in checks:
+            if not ok:
+                raise InvalidRequestError(f"{name}={getattr(self, name)!r} {why}", param=name)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One request as the engine sees it: token ids in, sampling parameters, an id."""
+
+    request_id: str
+    prompt_token_ids: tuple[int, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    expected_output_tokens: int | None = None  # the caller's guess, for routing and scaling
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The chosen token's log-probability and, when asked, the most likely alternatives."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int  # prompt tokens served from the prefix cache
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """What one engine step produced for one request.
+
+    `text` is the newly decodable text (never a broken UTF-8 character); the last delta of a
+    request carries `finish_reason` and `usage`.
+    """
+
+    request_id: str
+    token_ids: tuple[int, ...]
+    text: str
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Load and cache state, as the router and the autoscaler need it."""
+
+    running: int
+    waiting: int
+    kv_pages_used: int
+    kv_pages_total: int
+    page_size: int
+    queued_prefill_tokens: int
+    expected_remaining_decode_tokens: int
+    prefix_cache_hit_tokens: int  # cumulative prompt tokens served from cache
+    prompt_tokens: int  # cumulative prompt tokens seen
+    generation_tokens_per_s: float
+    cached_block_hashes: tuple[int, ...] = ()  # chain hashes of the page-sized blocks held
+
+    @property
+    def kv_tokens_used(self) -> int:
+        return self.kv_pages_used * self.page_size
+
+    @property
+    def kv_tokens_total(self) -> int:
+        return self.kv_pages_total * self.page_size
+
+
+class Engine(abc.ABC):
+    """A model instance that streams tokens for many concurrent requests."""
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+        """Stream the request's output. Raises `InvalidRequestError` before the first delta
+        for input the engine cannot serve; ends with a delta that has `finish_reason` set."""
+
+    @abc.abstractmethod
+    async def abort(self, request_id: str) -> None:
+        """Stop a request now and free its KV pages; its stream ends with reason "abort"."""
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats:
+        """A snapshot of load and cache state; cheap, no remote calls."""
+
+    @abc.abstractmethod
+    async def health(self) -> None:
+        """Return when the engine can serve; raise `EngineDeadError` when it cannot."""
+
+    async def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; in-flight requests end with an error."""

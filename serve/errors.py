@@ -1,0 +1,55 @@
+"""Typed errors. Each names what was wrong and the knob to turn; the HTTP layer maps
+`status_code` and `code` to an OpenAI-style error body."""
+
+from __future__ import annotations
+
+
+class R1ServeError(Exception):
+    """Base of every error r1serve raises on purpose."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequestError(R1ServeError):
+    """The request cannot be served as given (HTTP 400)."""
+
+    status_code = 400
+    code = "invalid_request_error"
+
+
+class ContextLengthError(InvalidRequestError):
+    """Prompt plus requested output does not fit the model's context (HTTP 400)."""
+
+    code = "context_length_exceeded"
+
+
+class CheckpointError(R1ServeError):
+    """A checkpoint on disk is missing files or tensors, or has tensors of the wrong shape."""
+
+    code = "checkpoint_error"
+
+
+class UnsupportedConfigError(R1ServeError):
+    """A model config.json value this engine does not implement."""
+
+    code = "unsupported_config"
+
+
+class EngineDeadError(R1ServeError):
+    """The engine stopped and cannot serve (HTTP 503)."""
+
+    status_code = 503
+    code = "engine_unavailable"
+
+
+class RequestAbortedError(R1ServeError):
+    """The request was aborted before it finished."""
+
+    status_code = 499
+    code = "request_aborted"
