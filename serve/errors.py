@@ -35,6 +35,12 @@ class CheckpointError(R1ServeError):
     code = "checkpoint_error"
 
 
+class ConfigError(R1ServeError):
+    """A configuration value r1serve cannot run with; the message names the field."""
+
+    code = "config_error"
+
+
 class UnsupportedConfigError(R1ServeError):
     """A model config.json value this engine does not implement."""
 

@@ -1,0 +1,140 @@
+"""`r1serve` command line. argparse here only; everything below takes typed objects."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+from serve.errors import R1ServeError
+from serve.settings import Settings
+
+
+def _tiny_model(ns: argparse.Namespace) -> int:
+    from serve.engine.reference.tiny_checkpoint import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(Path(ns.out), seed=ns.seed, dtype=ns.dtype)
+    print(f"wrote tiny {ns.dtype} checkpoint to {path}")
+    return 0
+
+
+def _prompt_ids(ns: argparse.Namespace, tokenizer) -> list[int]:
+    if ns.prompt_ids is not None:
+        try:
+            return [int(t) for t in ns.prompt_ids.split(",") if t.strip()]
+        except ValueError as e:
+            raise R1ServeError(f"--prompt-ids must be comma-separated integers: {e}") from e
+    if ns.messages is not None:
+        try:
+            messages = json.loads(ns.messages)
+        except json.JSONDecodeError as e:
+            raise R1ServeError(f"--messages is not valid JSON: {e}") from e
+        if not isinstance(messages, list) or not all(
+                isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+            raise R1ServeError('--messages must be a JSON list of {"role": ..., "content": ...}')
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    return tokenizer.encode(ns.prompt)
+
+
+def _engine_config(ns: argparse.Namespace):
+    from serve.engine.reference.engine import EngineConfig
+
+    return EngineConfig(page_size=ns.page_size, kv_pages=ns.kv_pages,
+                        prefix_cache=not ns.no_prefix_cache,
+                        max_batched_tokens=ns.max_batched_tokens)
+
+
+async def _generate_one(engine, request, stream_text: bool) -> dict:
+    token_ids: list[int] = []
+    logprobs: list[float] = []
+    text: list[str] = []
+    finish = None
+    usage = None
+    async for delta in engine.generate(request):
+        token_ids.extend(delta.token_ids)
+        text.append(delta.text)
+        if delta.logprobs:
+            logprobs.extend(lp.logprob for lp in delta.logprobs)
+        if stream_text:
+            print(delta.text, end="", flush=True)
+        finish, usage = delta.finish_reason, delta.usage or usage
+    result = {"token_ids": token_ids, "text": "".join(text), "finish_reason": finish,
+              "usage": None if usage is None else vars(usage)}
+    if request.sampling.logprobs:
+        result["logprobs"] = logprobs
+    return result
+
+
+def _generate(ns: argparse.Namespace) -> int:
+    from serve.engine.base import GenerationRequest, SamplingParams
+    from serve.engine.reference.engine import ReferenceEngine
+
+    engine = ReferenceEngine.from_checkpoint(ns.model, _engine_config(ns))
+    try:
+        sampling = SamplingParams(
+            max_tokens=ns.max_tokens, temperature=ns.temperature, top_p=ns.top_p,
+            top_k=ns.top_k, seed=ns.seed, stop=tuple(ns.stop or ()), ignore_eos=ns.ignore_eos,
+            logprobs=ns.logprobs)
+        request = GenerationRequest(uuid.uuid4().hex, tuple(_prompt_ids(ns, engine.tokenizer)),
+                                    sampling)
+        result = asyncio.run(_generate_one(engine, request, stream_text=not ns.json))
+    finally:
+        asyncio.run(engine.shutdown())
+    if ns.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(f"\n[{result['finish_reason']}, {len(result['token_ids'])} tokens]")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="r1serve", description="Serve DeepSeek-R1 on Ray.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("tiny-model", help="write a small random checkpoint in R1's layout")
+    t.add_argument("out", help="directory to write")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--dtype", choices=["fp8", "bf16", "fp32"], default="fp32")
+    t.set_defaults(func=_tiny_model)
+
+    g = sub.add_parser("generate", help="generate from a checkpoint with the reference engine")
+    g.add_argument("--model", required=True, help="checkpoint directory (Hugging Face layout)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="raw text prompt")
+    src.add_argument("--messages", help='chat messages as JSON: [{"role":"user","content":..}]')
+    src.add_argument("--prompt-ids", help="token ids, comma-separated, used as given")
+    g.add_argument("--max-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--stop", action="append", help="stop string (repeatable)")
+    g.add_argument("--ignore-eos", action="store_true")
+    g.add_argument("--logprobs", action="store_true", help="report each token's logprob")
+    g.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    g.add_argument("--page-size", type=int, default=16)
+    g.add_argument("--kv-pages", type=int, default=4096)
+    g.add_argument("--max-batched-tokens", type=int, default=512)
+    g.add_argument("--no-prefix-cache", action="store_true")
+    g.set_defaults(func=_generate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ns = _parser().parse_args(argv)
+    try:
+        return ns.func(ns)
+    except R1ServeError as e:
+        print(f"r1serve {ns.command}: error: {e.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Mixture of experts: the noaux_tc gate, routed experts, shared experts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from serve.engine.reference.model_args import ModelArgs
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: the dense layers, each routed expert and the shared experts."""
+
+    def __init__(self, dim: int, inter_dim: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, inter_dim, bias=False)
+        self.up_proj = nn.Linear(dim, inter_dim, bias=False)
+        self.down_proj = nn.Linear(inter_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Gate(nn.Module):
+    """Sigmoid scores; the correction bias picks experts but does not weight them.
+
+    Experts are first limited to the `topk_group` groups with the highest sum of their top-2
+    biased scores, then the top `num_experts_per_tok` are taken among those.
+    """
+
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.n_experts, self.top_k = args.n_routed_experts, args.num_experts_per_tok
+        self.n_group, self.topk_group = args.n_group, args.topk_group
+        self.norm_topk_prob = args.norm_topk_prob
+        self.routed_scaling_factor = args.routed_scaling_factor
+        self.weight = nn.Parameter(torch.empty(args.n_routed_experts, args.hidden_size))
+        self.e_score_correction_bias = nn.Parameter(torch.zeros(args.n_routed_experts))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [T, D] -> (weights [T, k] float32, expert ids [T, k])."""
+        scores = F.linear(x.float(), self.weight.float()).sigmoid()
+        biased = scores + self.e_score_correction_bias
+        if self.n_group > 1:
+            grouped = biased.view(-1, self.n_group, self.n_experts // self.n_group)
+            group_scores = grouped.topk(2, dim=-1)[0].sum(dim=-1)
+            groups = group_scores.topk(self.topk_group, dim=-1, sorted=False)[1]
+            keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, groups, True)
+            biased = grouped.masked_fill(~keep[..., None], float("-inf")).flatten(1)
+        ids = biased.topk(self.top_k, dim=-1, sorted=False)[1]
+        weights = scores.gather(1, ids)
+        if self.norm_topk_prob:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        return weights * self.routed_scaling_factor, ids
+
+
+class MoE(nn.Module):
+    """Routed experts held by this process (all of them without expert parallelism) plus the
+    shared experts. `experts` is keyed by global expert id so checkpoint names map directly."""
+
+    def __init__(self, args: ModelArgs, local_experts: Iterable[int] | None = None) -> None:
+        super().__init__()
+        ids = range(args.n_routed_experts) if local_experts is None else local_experts
+        self.gate = Gate(args)
+        self.experts = nn.ModuleDict(
+            {str(e): MLP(args.hidden_size, args.moe_intermediate_size) for e in ids})
+        self.shared_experts = (
+            MLP(args.hidden_size, args.moe_intermediate_size * args.n_shared_experts)
+            if args.n_shared_experts else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, ids = self.gate(x)
+        out = self.run_experts(x, weights, ids)
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(x)
+        return out
+
+    def run_experts(self, x: torch.Tensor, weights: torch.Tensor,
+                    ids: torch.Tensor) -> torch.Tensor:
+        """Sum over each token's selected experts of weight * expert(token). Assignments are
+        sorted by expert so each expert runs once on all its tokens."""
+        t, k = ids.shape
+        flat = ids.flatten()
+        order = flat.argsort(stable=True)
+        counts = torch.bincount(flat, minlength=self.gate.n_experts).tolist()
+        rows = x[order // k]
+        outs, start = [], 0
+        for expert, n in enumerate(counts):
+            if n:
+                outs.append(self.experts[str(expert)](rows[start:start + n]))
+                start += n
+        sorted_out = torch.cat(outs) * weights.flatten()[order].to(x.dtype)[:, None]
+        out = torch.empty_like(sorted_out)
+        out[order] = sorted_out  # back to (token, choice) order
+        return out.view(t, k, -1).sum(dim=1)

@@ -1,0 +1,188 @@
+"""`Scheduler`: continuous batching with chunked prefill over paged KV and a prefix cache.
+
+Every step: running sequences first (oldest first: one token for each decode, the next chunk
+for each unfinished prefill), then waiting sequences in arrival order, all within one token
+budget. When pages run out the cache gives back unreferenced pages; when that is not enough
+the newest running sequence is preempted: its computed pages go to the prefix cache and it
+returns to the front of the queue, to resume from where the cache still holds it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass
+
+from serve.engine.reference.page_allocator import PageAllocator
+from serve.engine.reference.radix_cache import RadixCache
+from serve.engine.reference.sequence import Sequence, Status
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    page_size: int = 16
+    num_pages: int = 4096
+    max_running: int = 64
+    max_batched_tokens: int = 512
+    prefix_cache: bool = True
+
+
+@dataclass(frozen=True)
+class ScheduledItem:
+    seq: Sequence
+    start: int  # tokens already computed
+    num_tokens: int  # tokens computed this step
+
+    @property
+    def samples(self) -> bool:
+        """This step reaches the end of the sequence's tokens, so its logits pick the next."""
+        return self.start + self.num_tokens == len(self.seq.token_ids)
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig) -> None:
+        assert config.max_running <= config.max_batched_tokens
+        self.config = config
+        self.allocator = PageAllocator(config.num_pages)
+        self.cache = RadixCache(config.page_size, self.allocator, enabled=config.prefix_cache)
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # in arrival order, so the newest is preempted first
+        self.prefix_hit_tokens = 0
+        self.prompt_tokens = 0
+        self.preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> list[ScheduledItem]:
+        budget = self.config.max_batched_tokens
+        items: dict[Sequence, ScheduledItem] = {}
+        # Decodes first so a long prefill never stalls the streams already running.
+        for seq in sorted(self.running, key=lambda s: s.remaining_prefill > 1):
+            if seq.status is not Status.RUNNING or budget == 0:
+                continue
+            n = min(seq.remaining_prefill, budget)
+            if self._reserve_running(seq, n, items):
+                items[seq] = ScheduledItem(seq, seq.num_computed, n)
+            budget = self.config.max_batched_tokens - sum(i.num_tokens for i in items.values())
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_running:
+            seq = self.waiting[0]
+            self._match_prefix(seq)
+            n = min(seq.remaining_prefill, budget)
+            if not self._reserve(seq, n):
+                self._release(seq)
+                break
+            self.waiting.popleft()
+            self._admit(seq)
+            items[seq] = ScheduledItem(seq, seq.num_computed, n)
+            budget -= n
+        return list(items.values())
+
+    def complete(self, item: ScheduledItem) -> None:
+        """Record that the step computed the item's tokens."""
+        seq = item.seq
+        seq.num_computed = item.start + item.num_tokens
+        if item.num_tokens > 1:  # a prefill chunk: share its pages with later requests now
+            self._cache_computed(seq)
+
+    def finish(self, seq: Sequence) -> None:
+        """The sequence is done (finished or aborted): cache its pages, free the rest."""
+        if seq.status is Status.RUNNING:
+            self.running.remove(seq)
+            self._cache_computed(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self._release(seq)
+        seq.status = Status.FINISHED
+
+    # -- pages -------------------------------------------------------------------------------
+
+    def _pages_needed(self, seq: Sequence, n: int) -> int:
+        ps = self.config.page_size
+        return -(-(seq.num_computed + n) // ps) - len(seq.pages)
+
+    def _reserve(self, seq: Sequence, n: int) -> bool:
+        need = self._pages_needed(seq, n)
+        if need > self.allocator.num_free:
+            self.cache.evict(need - self.allocator.num_free)
+        if need > self.allocator.num_free:
+            return False
+        if need > 0:
+            seq.pages.extend(self.allocator.allocate(need))
+        return True
+
+    def _reserve_running(self, seq: Sequence, n: int,
+                         items: dict[Sequence, ScheduledItem]) -> bool:
+        """Reserve pages for a running sequence, preempting the newest ones if needed (even
+        ones already picked for this step, which then drop out of it)."""
+        while not self._reserve(seq, n):
+            victim = self.running[-1]
+            items.pop(victim, None)
+            self._preempt(victim)
+            if victim is seq:
+                return False
+        return True
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self._cache_computed(seq)
+        self._release(seq)
+        seq.status = Status.WAITING
+        seq.preemptions += 1
+        self.preemptions += 1
+        self.waiting.appendleft(seq)
+
+    def _release(self, seq: Sequence) -> None:
+        """Give back the sequence's own pages and its hold on cached ones."""
+        if seq.prefix_node is not None:
+            self.cache.unlock(seq.prefix_node)
+        self.allocator.free(seq.pages[seq.tree_pages:])
+        seq.pages, seq.tree_pages, seq.prefix_node, seq.num_computed = [], 0, None, 0
+
+    # -- prefix cache ------------------------------------------------------------------------
+
+    def _match_prefix(self, seq: Sequence) -> None:
+        """Start from the longest cached prefix, leaving at least one token to compute."""
+        match = self.cache.match_prefix(seq.token_ids[:-1])
+        self.cache.lock(match.node)
+        seq.pages, seq.tree_pages = list(match.pages), len(match.pages)
+        seq.prefix_node, seq.num_computed = match.node, match.num_tokens
+
+    def _admit(self, seq: Sequence) -> None:
+        seq.status = Status.RUNNING
+        bisect.insort(self.running, seq, key=lambda s: s.arrival)
+        if seq.cached_prompt_tokens is None:  # count the hit once, not again after preemption
+            seq.cached_prompt_tokens = min(seq.num_computed, seq.prompt_len)
+            self.prefix_hit_tokens += seq.cached_prompt_tokens
+            self.prompt_tokens += seq.prompt_len
+
+    def _cache_computed(self, seq: Sequence) -> None:
+        """Hand the sequence's full computed pages to the prefix cache and hold them there."""
+        full = seq.num_computed // self.config.page_size
+        if not self.cache.enabled or full <= seq.tree_pages:
+            return
+        node, duplicates = self.cache.insert(
+            seq.token_ids[: full * self.config.page_size], seq.pages[:full])
+        tree = self.cache.pages_of(node)
+        self.cache.lock(node)
+        if seq.prefix_node is not None:
+            self.cache.unlock(seq.prefix_node)
+        held = set(tree)
+        self.allocator.free([p for p in duplicates if p not in held])
+        seq.pages[:full] = tree
+        seq.tree_pages, seq.prefix_node = full, node
+
+    # -- load --------------------------------------------------------------------------------
+
+    def queued_prefill_tokens(self) -> int:
+        return sum(s.remaining_prefill for s in self.waiting) + sum(
+            s.remaining_prefill for s in self.running if s.remaining_prefill > 1)
+
+    def expected_remaining_decode(self) -> int:
+        return sum(s.expected_remaining_decode for s in (*self.running, *self.waiting))
+
+    def pages_in_use(self) -> int:
+        return self.allocator.num_total - self.allocator.num_free - self.cache.evictable_pages
