@@ -91,6 +91,53 @@ def _generate(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _load_config(path: str | None):
+    from serve.config import R1ServeConfig
+
+    return R1ServeConfig.from_yaml(path) if path else R1ServeConfig()
+
+
+def _up(ns: argparse.Namespace) -> int:
+    from serve.runner import up
+
+    return up(_load_config(ns.config))
+
+
+def _deploy(ns: argparse.Namespace) -> int:
+    from serve.runner import deploy
+
+    return deploy(_load_config(ns.config), ns.address)
+
+
+def _status(ns: argparse.Namespace) -> int:
+    import ray
+    from ray import serve
+
+    ray.init(address=ns.address or "auto", logging_level=logging.WARNING)
+    status = serve.status()
+    if not status.applications:
+        print("no Serve applications are running")
+        return 1
+    for name, app in status.applications.items():
+        print(f"application {name}: {app.status}")
+        for dname, dep in app.deployments.items():
+            replicas = ", ".join(f"{n} {s}" for s, n in dep.replica_states.items())
+            print(f"  {dname}: {dep.status} ({replicas or 'no replicas'})")
+        if "EngineDeployment" in app.deployments:
+            handle = serve.get_deployment_handle("EngineDeployment", app_name=name)
+            seen = {}
+            for _ in range(4 * max(1, sum(app.deployments["EngineDeployment"]
+                                          .replica_states.values()))):
+                replica, stats = handle.stats.remote().result(timeout_s=30)
+                seen[replica] = stats
+            for replica, s in sorted(seen.items()):
+                print(f"  engine {replica}: running {s.running}, waiting {s.waiting}, "
+                      f"KV {s.kv_pages_used}/{s.kv_pages_total} pages, prefix hits "
+                      f"{s.prefix_cache_hit_tokens}/{s.prompt_tokens} prompt tokens, "
+                      f"{s.generation_tokens_per_s:.1f} tok/s")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="r1serve", description="Serve DeepSeek-R1 on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -121,6 +168,19 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--max-batched-tokens", type=int, default=512)
     g.add_argument("--no-prefix-cache", action="store_true")
     g.set_defaults(func=_generate)
+
+    u = sub.add_parser("up", help="serve on a local Ray at http://127.0.0.1:8000/v1")
+    u.add_argument("--config", help="YAML config (default: the embedded tiny local default)")
+    u.set_defaults(func=_up)
+
+    d = sub.add_parser("deploy", help="deploy onto an existing Ray cluster (Ray job entrypoint)")
+    d.add_argument("config", help="YAML config, e.g. configs/8xh200.yaml")
+    d.add_argument("--address", help="Ray address (default: auto)")
+    d.set_defaults(func=_deploy)
+
+    st = sub.add_parser("status", help="replicas and their engine stats")
+    st.add_argument("--address", help="Ray address (default: auto)")
+    st.set_defaults(func=_status)
     return p
 
 

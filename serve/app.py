@@ -1,0 +1,75 @@
+"""`build_app(config)`: the Ray Serve application — an OpenAI ingress in front of engine
+replicas, each replica one model instance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from serve.config import R1ServeConfig
+from serve.engine.deployment import EngineDeployment, engine_bundles
+
+
+def api_settings(config: R1ServeConfig):
+    from serve.api.ingress import ApiSettings
+
+    a = config.api
+    return ApiSettings(
+        served_model_name=config.model.served_name, context_length=config.model.context_length,
+        max_tokens_cap=a.max_tokens_cap, default_temperature=a.default_temperature,
+        default_top_p=a.default_top_p, api_keys=a.api_keys(), max_in_flight=a.max_in_flight,
+        request_timeout_s=a.request_timeout_s)
+
+
+@serve.ingress()
+class OpenAIIngress:
+    """Validates, applies the chat template, tokenizes once, and streams from the engines."""
+
+    def __init__(self, engine: Any, config: dict) -> None:
+        self.engine = engine
+        self.config = R1ServeConfig.from_dict(config)
+
+    def __serve_build_asgi_app__(self):
+        from serve.api.ingress import build_openai_app
+        from serve.engine.reference.tokenizer import Tokenizer
+        from serve.engine.registry import model_path
+        from serve.handle_client import HandleEngineClient
+
+        tokenizer = Tokenizer.from_dir(model_path(self.config))
+        return build_openai_app(HandleEngineClient(self.engine), tokenizer,
+                                api_settings(self.config))
+
+
+def _scaling(config: R1ServeConfig) -> dict[str, Any]:
+    a = config.autoscaling
+    if a.min_replicas == a.max_replicas:
+        return {"num_replicas": a.min_replicas}
+    return {"autoscaling_config": {
+        "min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
+        "target_ongoing_requests": a.target_ongoing_requests,
+        "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s}}
+
+
+def build_app(config: R1ServeConfig) -> Application:
+    """The application `serve.run` deploys; the same for `up`, `deploy` and Ray jobs."""
+    e = config.engine
+    bundles, strategy = engine_bundles(config)
+    placement: dict[str, Any] = {"ray_actor_options": {"num_cpus": bundles[0].get("CPU", 1.0)}}
+    if len(bundles) > 1 or "GPU" in bundles[0]:
+        placement = {"placement_group_bundles": bundles, "placement_group_strategy": strategy,
+                     "ray_actor_options": {"num_cpus": 1.0 if "GPU" in bundles[0] else
+                                           bundles[0]["CPU"]}}
+    engine = serve.deployment(EngineDeployment, name="EngineDeployment").options(
+        max_ongoing_requests=e.max_running * 4,
+        graceful_shutdown_timeout_s=config.drain.deadline_s,
+        graceful_shutdown_wait_loop_s=1.0,
+        health_check_period_s=5.0,
+        **placement, **_scaling(config),
+    ).bind(config.model_dump())
+    ingress = serve.deployment(OpenAIIngress, name="OpenAIIngress").options(
+        max_ongoing_requests=config.api.max_in_flight * 2,
+        ray_actor_options={"num_cpus": 0},
+    )
+    return ingress.bind(engine, config.model_dump())

@@ -1,0 +1,150 @@
+"""The one user-facing configuration schema, shared by `r1serve up`, `r1serve deploy`, Ray job
+submission and the Helm chart. Loaded from YAML, validated once here, unknown keys rejected."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from serve.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Section):
+    path: str | None = Field(
+        None, description="Checkpoint directory in the Hugging Face layout (config.json, "
+        "safetensors, tokenizer). Empty: a tiny random R1-architecture checkpoint is generated "
+        "into the cache directory on first use.")
+    served_name: str = Field("deepseek-r1", description="Model name clients send and "
+                             "/v1/models lists.")
+    backend: Literal["reference", "sglang"] = Field(
+        "reference", description="'reference': the pure-PyTorch engine (CPU, any model size "
+        "that fits); 'sglang': SGLang on GPUs.")
+    context_length: int = Field(32768, ge=16, description="Longest prompt plus output, in "
+                                "tokens; capped by the model's max_position_embeddings.")
+    tiny_seed: int = Field(0, description="Seed of the generated tiny checkpoint (path empty).")
+
+
+class EngineSection(_Section):
+    nodes_per_replica: int = Field(1, ge=1, description="Nodes one model instance spans "
+                                   "(one placement-group bundle per node).")
+    devices_per_node: int = Field(1, ge=1, description="GPUs per node for 'sglang'; CPU "
+                                  "cores per node for 'reference'.")
+    ep_size: int = Field(1, ge=1, description="Expert-parallel ranks of one model instance.")
+    dp_attention: bool = Field(False, description="Attention data-parallel across ranks "
+                               "(each rank owns its requests and KV cache).")
+    page_size: int = Field(16, ge=1, description="Tokens per KV page, also the prefix-cache "
+                           "block size.")
+    kv_pages: int = Field(4096, ge=1, description="KV-cache budget in pages per model "
+                          "instance ('reference').")
+    max_running: int = Field(64, ge=1, description="Most requests decoding at once.")
+    max_batched_tokens: int = Field(512, ge=1, description="Tokens per engine step; longer "
+                                    "prompts are prefilled in chunks.")
+    prefix_cache: bool = Field(True, description="Reuse KV of shared prompt prefixes.")
+    backend_args: dict[str, Any] = Field(default_factory=dict, description="Extra arguments "
+                                         "for the backend (for 'sglang': ServerArgs fields).")
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineSection:
+        if self.max_running > self.max_batched_tokens:
+            raise ValueError(f"max_running ({self.max_running}) must not exceed "
+                             f"max_batched_tokens ({self.max_batched_tokens})")
+        return self
+
+
+class ApiSection(_Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP proxy binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the OpenAI API.")
+    api_keys_env: str | None = Field(
+        None, description="Environment variable holding comma-separated API keys. No keys "
+        "from env or file: no authentication.")
+    api_keys_file: str | None = Field(None, description="File with one API key per line.")
+    max_tokens_cap: int = Field(32768, ge=1, description="Largest max_tokens a client may "
+                                "ask for; also the default when it asks for none.")
+    default_temperature: float = Field(0.6, ge=0, le=2, description="Temperature when the "
+                                       "client sends none (R1 model card: 0.6).")
+    default_top_p: float = Field(0.95, gt=0, le=1, description="top_p when the client sends "
+                                 "none (R1 model card: 0.95).")
+    max_in_flight: int = Field(256, ge=1, description="Requests admitted at once per ingress "
+                               "replica; beyond it clients get 429 with Retry-After.")
+    request_timeout_s: float = Field(3600.0, gt=0, description="Longest a request may run.")
+
+    def api_keys(self) -> frozenset[str]:
+        """Keys from the environment variable and the file, read at start."""
+        keys: set[str] = set()
+        if self.api_keys_env and os.environ.get(self.api_keys_env):
+            keys.update(k.strip() for k in os.environ[self.api_keys_env].split(",") if k.strip())
+        if self.api_keys_file:
+            try:
+                text = Path(self.api_keys_file).read_text()
+            except OSError as e:
+                raise ConfigError(
+                    f"api.api_keys_file: cannot read {self.api_keys_file}: {e}") from e
+            keys.update(line.strip() for line in text.splitlines() if line.strip())
+        return frozenset(keys)
+
+
+class AutoscalingSection(_Section):
+    min_replicas: int = Field(1, ge=0, description="Fewest model instances.")
+    max_replicas: int = Field(1, ge=1, description="Most model instances.")
+    target_ongoing_requests: float = Field(32.0, gt=0, description="Requests per instance "
+                                           "the autoscaler aims for.")
+    upscale_delay_s: float = Field(30.0, ge=0, description="Sustained load before adding "
+                                   "an instance.")
+    downscale_delay_s: float = Field(600.0, ge=0, description="Sustained idleness before "
+                                     "removing an instance.")
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoscalingSection:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas "
+                             f"({self.max_replicas})")
+        return self
+
+
+class DrainSection(_Section):
+    deadline_s: float = Field(600.0, ge=0, description="A replica being removed finishes its "
+                              "running requests for at most this long, then ends the rest "
+                              "with an error.")
+
+
+class ObservabilitySection(_Section):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of r1serve's own loggers.")
+
+
+class R1ServeConfig(_Section):
+    """Everything `r1serve up` and `r1serve deploy` need."""
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    engine: EngineSection = Field(default_factory=EngineSection)
+    api: ApiSection = Field(default_factory=ApiSection)
+    autoscaling: AutoscalingSection = Field(default_factory=AutoscalingSection)
+    drain: DrainSection = Field(default_factory=DrainSection)
+    observability: ObservabilitySection = Field(default_factory=ObservabilitySection)
+    app_name: str = Field("r1serve", description="Ray Serve application name.")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> R1ServeConfig:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot read config: {e}") from e
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> R1ServeConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+                for err in e.errors())
+            raise ConfigError(f"{source}: {problems}") from None

@@ -1,0 +1,80 @@
+"""`EngineDeployment`: the Ray Serve deployment whose every replica is one model instance."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+
+from serve.config import R1ServeConfig
+from serve.engine.base import Engine, EngineStats, GenerationRequest, TokenDelta
+
+log = logging.getLogger(__name__)
+
+
+def engine_bundles(config: R1ServeConfig) -> tuple[list[dict[str, float]], str]:
+    """Placement-group bundles of one replica: one per node, all of that node's devices."""
+    e = config.engine
+    key = "GPU" if config.model.backend == "sglang" else "CPU"
+    bundles = [{key: float(e.devices_per_node)} for _ in range(e.nodes_per_replica)]
+    if key == "GPU":  # the replica process itself runs on the first node's CPUs
+        bundles[0]["CPU"] = 1.0
+    return bundles, "STRICT_SPREAD" if e.nodes_per_replica > 1 else "STRICT_PACK"
+
+
+class EngineDeployment:
+    """Hosts one engine. The ingress streams from `generate`; Serve polls the stats methods."""
+
+    def __init__(self, config: dict, engine: Engine | None = None) -> None:
+        from serve.engine.registry import build_engine
+
+        self.config = R1ServeConfig.from_dict(config)
+        if engine is None:
+            import torch
+
+            torch.set_num_threads(max(1, self.config.engine.devices_per_node))
+        self.engine = engine or build_engine(self.config)
+        self.replica_id = _replica_id()
+        self.started = time.time()
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+        async for delta in self.engine.generate(request):
+            yield delta
+
+    async def abort(self, request_id: str) -> None:
+        await self.engine.abort(request_id)
+
+    async def stats(self) -> tuple[str, EngineStats]:
+        return self.replica_id, self.engine.stats()
+
+    async def check_health(self) -> None:
+        """Called by Serve; an exception marks the replica unhealthy and replaces it."""
+        await self.engine.health()
+
+    def record_routing_stats(self) -> dict:
+        """What the request router sees of this replica (no remote call on the hot path)."""
+        return asdict(self.engine.stats())
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        s = self.engine.stats()
+        return {
+            "running": s.running, "waiting": s.waiting,
+            "kv_utilization": s.kv_pages_used / max(s.kv_pages_total, 1),
+            "queued_prefill_tokens": s.queued_prefill_tokens,
+            "expected_remaining_decode_tokens": s.expected_remaining_decode_tokens,
+        }
+
+    async def __del__(self) -> None:
+        # Serve calls this after the graceful-shutdown wait: whatever still runs past the drain
+        # deadline ends with an error instead of hanging.
+        await self.engine.shutdown()
+
+
+def _replica_id() -> str:
+    try:
+        from ray import serve
+
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # outside a Serve replica (tests)
+        return "local"

@@ -1,0 +1,63 @@
+"""Backends by name. Each is imported only when chosen, so GPU-only packages stay out of
+processes that do not use them."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from pathlib import Path
+
+from serve.config import R1ServeConfig
+from serve.engine.base import Engine
+from serve.errors import ConfigError
+from serve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def model_path(config: R1ServeConfig) -> Path:
+    """The checkpoint directory; the tiny checkpoint is written on first use when none is set."""
+    if config.model.path:
+        return Path(config.model.path)
+    from serve.engine.reference.tiny_checkpoint import write_tiny_checkpoint
+
+    root = Settings.from_env().cache_dir
+    path = root / f"tiny-fp32-seed{config.model.tiny_seed}"
+    if (path / "config.json").exists():
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".tiny.lock", "w") as lock:  # several replicas may start at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path / "config.json").exists():
+            log.info("writing the tiny checkpoint to %s (first use)", path)
+            tmp = root / f".{path.name}.partial"
+            write_tiny_checkpoint(tmp, seed=config.model.tiny_seed, dtype="fp32")
+            tmp.rename(path)
+    return path
+
+
+def _reference(config: R1ServeConfig) -> Engine:
+    from serve.engine.reference.engine import EngineConfig, ReferenceEngine
+
+    e = config.engine
+    if e.ep_size != 1 or e.nodes_per_replica != 1:
+        raise ConfigError(
+            f"engine.ep_size={e.ep_size}, engine.nodes_per_replica={e.nodes_per_replica}: the "
+            "reference engine in this version runs one rank on one node; set both to 1")
+    return ReferenceEngine.from_checkpoint(model_path(config), EngineConfig(
+        page_size=e.page_size, kv_pages=e.kv_pages, max_running=e.max_running,
+        max_batched_tokens=e.max_batched_tokens, max_model_len=config.model.context_length,
+        prefix_cache=e.prefix_cache))
+
+
+def _sglang(config: R1ServeConfig) -> Engine:
+    raise ConfigError("model.backend='sglang' is not available in this version of r1serve; "
+                      "use 'reference'")
+
+
+_BACKENDS = {"reference": _reference, "sglang": _sglang}
+
+
+def build_engine(config: R1ServeConfig) -> Engine:
+    """Start the configured backend's engine in this process."""
+    return _BACKENDS[config.model.backend](config)

@@ -1,0 +1,64 @@
+"""`HandleEngineClient`: the ingress's view of the engine deployment, over a Serve handle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ray import exceptions as ray_exceptions
+from ray.serve.handle import DeploymentHandle
+
+from serve.engine.base import EngineStats, GenerationRequest, TokenDelta
+from serve.errors import EngineDeadError, R1ServeError
+
+
+def _unwrap(e: BaseException) -> BaseException:
+    """Our typed errors raised inside a replica come back wrapped; surface the original."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, R1ServeError):
+        return cause
+    if isinstance(e, ray_exceptions.RayActorError | ray_exceptions.ActorDiedError):
+        return EngineDeadError(f"the engine replica died: {e}")
+    return e
+
+
+class HandleEngineClient:
+    """Streams from whichever engine replica the router picks; cancelling the stream (client
+    gone, or `abort`) cancels the replica's generator, which aborts the engine request."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self._handle = handle
+        self._streaming = handle.options(stream=True)
+        self._inflight: dict[str, object] = {}
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+        stream = self._streaming.generate.remote(request)
+        self._inflight[request.request_id] = stream
+        finished = False
+        try:
+            async for delta in stream:
+                finished = delta.finish_reason is not None
+                yield delta
+        except R1ServeError:
+            raise
+        except Exception as e:
+            raise _unwrap(e) from None
+        finally:
+            self._inflight.pop(request.request_id, None)
+            if not finished:
+                stream.cancel()
+
+    async def abort(self, request_id: str) -> None:
+        stream = self._inflight.pop(request_id, None)
+        if stream is not None:
+            stream.cancel()
+
+    async def health(self) -> None:
+        try:
+            await self._handle.check_health.remote()
+        except Exception as e:
+            raise EngineDeadError(f"no engine replica can serve: {_unwrap(e)}") from None
+
+    async def replica_stats(self) -> dict[str, EngineStats]:
+        """Stats of the replica that answers (each call may reach a different one)."""
+        replica_id, stats = await self._handle.stats.remote()
+        return {replica_id: stats}
