@@ -73,3 +73,9 @@ def build_app(config: R1ServeConfig) -> Application:
         ray_actor_options={"num_cpus": 0},
     )
     return ingress.bind(engine, config.model_dump())
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Ray Serve config-file entry point (`import_path: serve.app:app_builder`): the `args` of
+    the application are an r1serve config, exactly as in a YAML file for `r1serve deploy`."""
+    return build_app(R1ServeConfig.from_dict(args, source="serveConfigV2 args"))

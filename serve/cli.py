@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -69,11 +70,35 @@ async def _generate_one(engine, request, stream_text: bool) -> dict:
     return result
 
 
-def _generate(ns: argparse.Namespace) -> int:
-    from serve.engine.base import GenerationRequest, SamplingParams
+def _start_engine(ns: argparse.Namespace, stack: contextlib.ExitStack):
     from serve.engine.reference.engine import ReferenceEngine
 
-    engine = ReferenceEngine.from_checkpoint(ns.model, _engine_config(ns))
+    if ns.ep == 1 and ns.nodes == 1:
+        return ReferenceEngine.from_checkpoint(ns.model, _engine_config(ns))
+    from cluster.expert_placement import ExpertPlacement
+    from cluster.local_cluster import local_ray
+    from serve.engine.reference.ep_engine import start_ep_engine
+
+    if ns.ep % ns.nodes:
+        raise R1ServeError(f"--ep ({ns.ep}) must be a multiple of --nodes ({ns.nodes})")
+    placement = None
+    if ns.placement:
+        placement = ExpertPlacement.from_json(Path(ns.placement).read_text())
+    stack.enter_context(local_ray(ns.nodes, cpus_per_node=ns.ep // ns.nodes))
+    return start_ep_engine(ns.model, _engine_config(ns), ep=ns.ep, nodes=ns.nodes,
+                           placement=placement)
+
+
+def _generate(ns: argparse.Namespace) -> int:
+
+    with contextlib.ExitStack() as stack:
+        engine = _start_engine(ns, stack)
+        return _generate_with(ns, engine)
+
+
+def _generate_with(ns: argparse.Namespace, engine) -> int:
+    from serve.engine.base import GenerationRequest, SamplingParams
+
     try:
         sampling = SamplingParams(
             max_tokens=ns.max_tokens, temperature=ns.temperature, top_p=ns.top_p,
@@ -167,6 +192,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--kv-pages", type=int, default=4096)
     g.add_argument("--max-batched-tokens", type=int, default=512)
     g.add_argument("--no-prefix-cache", action="store_true")
+    g.add_argument("--ep", type=int, default=1,
+                   help="expert-parallel ranks (Ray actors on a local Ray)")
+    g.add_argument("--nodes", type=int, default=1,
+                   help="simulated Ray nodes the ranks spread over (one bundle per node)")
+    g.add_argument("--placement", help="expert placement JSON from `r1serve eplb`")
     g.set_defaults(func=_generate)
 
     u = sub.add_parser("up", help="serve on a local Ray at http://127.0.0.1:8000/v1")
@@ -181,6 +211,11 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="replicas and their engine stats")
     st.add_argument("--address", help="Ray address (default: auto)")
     st.set_defaults(func=_status)
+
+    from cluster.commands import add_eplb_parser, add_plan_parser
+
+    add_eplb_parser(sub)
+    add_plan_parser(sub)
     return p
 
 

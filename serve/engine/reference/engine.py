@@ -1,6 +1,6 @@
 """`ReferenceEngine`: the pure-PyTorch engine behind the `Engine` interface.
 
-One background thread owns the scheduler, the KV cache and the model; requests enter through a
+One background thread owns the schedulers and drives the model executor; requests enter through a
 locked inbox and leave as `TokenDelta`s posted to each caller's asyncio queue, so no caller
 ever blocks the step loop and the step loop never waits on a caller.
 """
@@ -28,8 +28,10 @@ from serve.engine.base import (
     Usage,
 )
 from serve.engine.reference.checkpoint import load_model_args, load_state_dict
+from serve.engine.reference.executor import LocalExecutor, ModelExecutor
 from serve.engine.reference.model import Transformer
-from serve.engine.reference.model_runner import ModelRunner, StepItem
+from serve.engine.reference.model_args import ModelArgs
+from serve.engine.reference.model_runner import StepItem
 from serve.engine.reference.output_stream import OutputStream
 from serve.engine.reference.sampler import sample
 from serve.engine.reference.scheduler import ScheduledItem, Scheduler, SchedulerConfig
@@ -38,6 +40,9 @@ from serve.engine.reference.tokenizer import Tokenizer
 from serve.errors import ConfigError, ContextLengthError, EngineDeadError, InvalidRequestError
 
 log = logging.getLogger(__name__)
+
+# Prefill tokens one running request's decoding is worth when choosing a data-parallel rank.
+_DECODE_COST = 16
 
 
 @dataclass(frozen=True)
@@ -70,23 +75,31 @@ class _Stream:
 
 
 class ReferenceEngine(Engine):
-    def __init__(self, model: Transformer, tokenizer: Tokenizer,
-                 config: EngineConfig = EngineConfig()) -> None:
+    """Schedules every data-parallel rank here; the executor runs their forward passes.
+
+    With one rank (`ReferenceEngine(model, tokenizer, config)`) the model runs in this
+    process; with expert parallelism each rank is a Ray actor holding its own KV cache and
+    its share of the experts (see `ep_engine.start_ep_engine`).
+    """
+
+    def __init__(self, model: Transformer | None, tokenizer: Tokenizer,
+                 config: EngineConfig = EngineConfig(), *, executor: ModelExecutor | None = None,
+                 args: ModelArgs | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.args = model.args
+        self.args = args or model.args
         self.config = config
         self.max_model_len = min(config.max_model_len, self.args.max_position_embeddings)
-        self.scheduler = Scheduler(SchedulerConfig(
+        self.executor = executor or LocalExecutor(model, config.kv_pages, config.page_size)
+        self.schedulers = [Scheduler(SchedulerConfig(
             page_size=config.page_size, num_pages=config.kv_pages,
             max_running=config.max_running, max_batched_tokens=config.max_batched_tokens,
-            prefix_cache=config.prefix_cache))
-        self.runner = ModelRunner(model, config.kv_pages, config.page_size)
+            prefix_cache=config.prefix_cache)) for _ in range(self.executor.num_ranks)]
         self._arrivals = itertools.count()
         self._cv = threading.Condition()
         self._inbox: list[tuple[Sequence, OutputStream, _Stream]] = []
         self._aborts: list[str] = []
         self._streams: dict[str, _Stream] = {}  # every request not yet finished
-        self._live: dict[str, tuple[Sequence, OutputStream]] = {}  # engine thread only
+        self._live: dict[str, tuple[Sequence, OutputStream, int]] = {}  # engine thread only
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
         self._stats = self._snapshot()
         self._stats_at = 0.0
@@ -140,23 +153,47 @@ class ReferenceEngine(Engine):
         return self._stats
 
     def _snapshot(self) -> EngineStats:
-        """Taken on the engine thread, which alone touches the scheduler."""
-        s = self.scheduler
+        """Taken on the engine thread, which alone touches the schedulers; summed over ranks."""
+        ss = self.schedulers
         now = time.monotonic()
         recent = [n for t, n in list(self._recent) if now - t <= 10.0]
+        hashes: set[int] = set()
+        for s in ss:
+            hashes.update(s.cache.block_hashes())
         return EngineStats(
-            running=len(s.running), waiting=len(s.waiting),
-            kv_pages_used=s.pages_in_use(), kv_pages_total=self.config.kv_pages,
-            page_size=self.config.page_size, queued_prefill_tokens=s.queued_prefill_tokens(),
-            expected_remaining_decode_tokens=s.expected_remaining_decode(),
-            prefix_cache_hit_tokens=s.prefix_hit_tokens, prompt_tokens=s.prompt_tokens,
+            running=sum(len(s.running) for s in ss), waiting=sum(len(s.waiting) for s in ss),
+            kv_pages_used=sum(s.pages_in_use() for s in ss),
+            kv_pages_total=self.config.kv_pages * len(ss), page_size=self.config.page_size,
+            queued_prefill_tokens=sum(s.queued_prefill_tokens() for s in ss),
+            expected_remaining_decode_tokens=sum(s.expected_remaining_decode() for s in ss),
+            prefix_cache_hit_tokens=sum(s.prefix_hit_tokens for s in ss),
+            prompt_tokens=sum(s.prompt_tokens for s in ss),
             generation_tokens_per_s=sum(recent) / 10.0,
-            cached_block_hashes=tuple(s.cache.block_hashes()),
+            cached_block_hashes=tuple(sorted(hashes)),
         )
+
+    def _has_work(self) -> bool:
+        return any(s.has_work() for s in self.schedulers)
+
+    def _assign_rank(self, seq: Sequence) -> int:
+        """The data-parallel rank for a new request: least estimated work, counting the prompt
+        tokens a rank's prefix cache already holds as free, so a long cached prefix wins unless
+        that rank is much busier."""
+        if len(self.schedulers) == 1:
+            return 0
+
+        def cost(rank: int) -> tuple[int, int]:
+            s = self.schedulers[rank]
+            hit = s.cache.match_prefix(seq.token_ids[:-1]).num_tokens
+            busy = s.queued_prefill_tokens() + _DECODE_COST * len(s.running)
+            return len(seq.token_ids) - hit + busy, len(s.running) + len(s.waiting)
+        return min(range(len(self.schedulers)), key=cost)
 
     async def health(self) -> None:
         if self._dead is not None or not self._thread.is_alive():
             raise EngineDeadError(f"reference engine stopped: {self._dead!r}")
+        if not await asyncio.to_thread(self.executor.healthy):
+            raise EngineDeadError("a rank of the reference engine is not alive")
 
     async def shutdown(self) -> None:
         with self._cv:
@@ -197,43 +234,51 @@ class ReferenceEngine(Engine):
             while True:
                 with self._cv:
                     while not (self._inbox or self._aborts or self._stopping
-                               or self.scheduler.has_work()):
+                               or self._has_work()):
                         self._cv.wait()
                     if self._stopping:
                         break
                     inbox, self._inbox = self._inbox, []
                     aborts, self._aborts = self._aborts, []
                 for seq, out, _ in inbox:
-                    self._live[seq.request_id] = (seq, out)
-                    self.scheduler.add(seq)
+                    rank = self._assign_rank(seq)
+                    self._live[seq.request_id] = (seq, out, rank)
+                    self.schedulers[rank].add(seq)
                 for request_id in aborts:
                     if request_id in self._live:
                         self._finish(request_id, "abort", TokenDelta(request_id, (), "",
                                                                      finish_reason="abort"))
-                if self.scheduler.has_work():
+                if self._has_work():
                     self.step()
                 now = time.monotonic()
-                if now - self._stats_at > 0.1 or not self.scheduler.has_work():
+                if now - self._stats_at > 0.1 or not self._has_work():
                     self._stats, self._stats_at = self._snapshot(), now
             self._fail_all(EngineDeadError("the engine was shut down"))
-        except BaseException as e:  # a bug must not leave any request hanging
+        except BaseException as e:  # a failed rank or a bug must not leave any request hanging
             log.exception("reference engine step failed")
             self._dead = e
-            self._fail_all(EngineDeadError(f"reference engine failed: {e!r}"))
+            self._fail_all(EngineDeadError(f"reference engine failed: {e}"))
+        finally:
+            self.executor.shutdown()
 
     def step(self) -> None:
-        """Schedule, run the model, sample, emit: one iteration of continuous batching."""
-        items = self.scheduler.schedule()
-        if not items:
-            raise RuntimeError("scheduler found work but scheduled nothing")
-        logits = self.runner.run([self._step_item(it) for it in items])
-        for it in items:
-            self.scheduler.complete(it)
-        rows = [i for i, it in enumerate(items) if it.samples]
-        if not rows:
+        """Schedule every rank, run them in lockstep, sample, emit: one iteration of
+        continuous batching."""
+        batches = [s.schedule() for s in self.schedulers]
+        if not any(batches):
+            raise RuntimeError("schedulers found work but scheduled nothing")
+        logits = self.executor.run([[self._step_item(it) for it in b] for b in batches])
+        rows: list[torch.Tensor] = []
+        seqs: list[Sequence] = []
+        for scheduler, items, rank_logits in zip(self.schedulers, batches, logits, strict=True):
+            for i, it in enumerate(items):
+                scheduler.complete(it)
+                if it.samples:
+                    rows.append(rank_logits[i])
+                    seqs.append(it.seq)
+        if not seqs:
             return
-        seqs = [items[i].seq for i in rows]
-        out = sample(logits[rows], [s.request.sampling for s in seqs],
+        out = sample(torch.stack(rows), [s.request.sampling for s in seqs],
                      [s.generator for s in seqs])
         for seq, token, logprob in zip(seqs, out.token_ids, out.logprobs, strict=True):
             self._emit(seq, token, logprob)
@@ -248,7 +293,7 @@ class ReferenceEngine(Engine):
 
     def _emit(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> None:
         seq.token_ids.append(token)
-        _, out = self._live[seq.request_id]
+        _, out, _ = self._live[seq.request_id]
         text, finish = out.append(token)
         usage = None
         if finish is not None:
@@ -262,8 +307,8 @@ class ReferenceEngine(Engine):
             self._post(seq.request_id, delta)
 
     def _finish(self, request_id: str, reason: str, delta: TokenDelta) -> None:
-        seq, _ = self._live.pop(request_id)
-        self.scheduler.finish(seq)
+        seq, _, rank = self._live.pop(request_id)
+        self.schedulers[rank].finish(seq)
         self._post(request_id, delta)
         with self._cv:
             self._streams.pop(request_id, None)

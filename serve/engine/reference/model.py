@@ -3,6 +3,8 @@ names (Hugging Face layout), so a loaded state dict goes straight in."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 
@@ -17,13 +19,16 @@ from serve.engine.reference.rope import RotaryEmbedding
 class Block(nn.Module):
     """Pre-norm attention then pre-norm MLP (dense) or MoE, each with a residual."""
 
-    def __init__(self, args: ModelArgs, layer: int) -> None:
+    def __init__(self, args: ModelArgs, layer: int,
+                 local_experts: Sequence[int] | None = None) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.self_attn = MLA(args)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
-        self.mlp = MoE(args) if args.is_moe_layer(layer) else MLP(
-            args.hidden_size, args.intermediate_size)
+        if args.is_moe_layer(layer):
+            self.mlp: nn.Module = MoE(args, layer - args.first_k_dense_replace, local_experts)
+        else:
+            self.mlp = MLP(args.hidden_size, args.intermediate_size)
 
     def forward(self, x: torch.Tensor, batch: ForwardBatch, rope: RotaryEmbedding,
                 cos_sin: tuple[torch.Tensor, torch.Tensor], cache: torch.Tensor) -> torch.Tensor:
@@ -32,20 +37,27 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, args: ModelArgs) -> None:
+    def __init__(self, args: ModelArgs,
+                 local_experts: Callable[[int], Sequence[int]] | None = None) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
-        self.layers = nn.ModuleList(Block(args, i) for i in range(args.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            Block(args, i, None if local_experts is None or not args.is_moe_layer(i)
+                  else local_experts(i)) for i in range(args.num_hidden_layers))
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
 
 
 class Transformer(nn.Module):
-    """The causal LM. `forward` runs one engine step over a `ForwardBatch`."""
+    """The causal LM. `forward` runs one engine step over a `ForwardBatch`.
 
-    def __init__(self, args: ModelArgs) -> None:
+    `local_experts(layer)` names the routed experts this process holds (all when None).
+    """
+
+    def __init__(self, args: ModelArgs,
+                 local_experts: Callable[[int], Sequence[int]] | None = None) -> None:
         super().__init__()
         self.args = args
-        self.model = Decoder(args)
+        self.model = Decoder(args, local_experts)
         self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
         if args.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight

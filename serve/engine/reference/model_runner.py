@@ -70,11 +70,12 @@ class ModelRunner:
         return ForwardBatch(
             input_ids=torch.tensor(ids, dtype=torch.long),
             positions=torch.tensor(positions, dtype=torch.long),
-            slot_mapping=torch.cat(slot_mapping),
+            slot_mapping=torch.cat(slot_mapping) if items else torch.zeros(0, dtype=torch.long),
             groups=tuple(groups),
             logits_index=torch.tensor(logits_index, dtype=torch.long),
         )
 
     def run(self, items: Sequence[StepItem]) -> torch.Tensor:
-        """Logits [len(items), V] for the token after each item's last new token."""
+        """Logits [len(items), V] for the token after each item's last new token. With no items
+        the model still runs (on zero tokens): expert-parallel ranks step in lockstep."""
         return self.model(self.build_batch(items), self.kv_cache)

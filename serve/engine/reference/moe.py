@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cluster.expert_dispatch import ExpertDispatcher
 from serve.engine.reference.model_args import ModelArgs
 
 
@@ -58,41 +59,52 @@ class Gate(nn.Module):
 
 
 class MoE(nn.Module):
-    """Routed experts held by this process (all of them without expert parallelism) plus the
-    shared experts. `experts` is keyed by global expert id so checkpoint names map directly."""
+    """Routed experts held by this process plus the shared experts.
 
-    def __init__(self, args: ModelArgs, local_experts: Iterable[int] | None = None) -> None:
+    Without expert parallelism every expert is local. With it, `dispatcher` (set by the rank
+    worker) moves each token to the ranks holding its experts and brings the outputs back;
+    `experts` then holds only this rank's experts. Keys are global expert ids, so checkpoint
+    names map directly.
+    """
+
+    def __init__(self, args: ModelArgs, moe_index: int = 0,
+                 local_experts: Iterable[int] | None = None) -> None:
         super().__init__()
         ids = range(args.n_routed_experts) if local_experts is None else local_experts
+        self.moe_index = moe_index  # ordinal among MoE layers, for the dispatcher's tables
         self.gate = Gate(args)
         self.experts = nn.ModuleDict(
             {str(e): MLP(args.hidden_size, args.moe_intermediate_size) for e in ids})
         self.shared_experts = (
             MLP(args.hidden_size, args.moe_intermediate_size * args.n_shared_experts)
             if args.n_shared_experts else None)
+        self.dispatcher: ExpertDispatcher | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights, ids = self.gate(x)
-        out = self.run_experts(x, weights, ids)
+        t, k = ids.shape
+        if self.dispatcher is None:
+            y = self.apply_experts(x.repeat_interleave(k, dim=0), ids.flatten())
+        else:
+            d = self.dispatcher.dispatch(self.moe_index, x, ids)
+            y = self.dispatcher.combine(self.apply_experts(d.x, d.expert), d)
+        out = (y.view(t, k, x.shape[1]) * weights.to(x.dtype)[..., None]).sum(dim=1)
         if self.shared_experts is not None:
             out = out + self.shared_experts(x)
         return out
 
-    def run_experts(self, x: torch.Tensor, weights: torch.Tensor,
-                    ids: torch.Tensor) -> torch.Tensor:
-        """Sum over each token's selected experts of weight * expert(token). Assignments are
-        sorted by expert so each expert runs once on all its tokens."""
-        t, k = ids.shape
-        flat = ids.flatten()
-        order = flat.argsort(stable=True)
-        counts = torch.bincount(flat, minlength=self.gate.n_experts).tolist()
-        rows = x[order // k]
+    def apply_experts(self, rows: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """rows [N, D], expert [N] -> expert[i](rows[i]). Rows are sorted by expert so each
+        expert runs once on all its rows."""
+        order = expert.argsort(stable=True)
+        counts = torch.bincount(expert, minlength=self.gate.n_experts).tolist()
+        sorted_rows = rows[order]
         outs, start = [], 0
-        for expert, n in enumerate(counts):
+        for e, n in enumerate(counts):
             if n:
-                outs.append(self.experts[str(expert)](rows[start:start + n]))
+                outs.append(self.experts[str(e)](sorted_rows[start:start + n]))
                 start += n
-        sorted_out = torch.cat(outs) * weights.flatten()[order].to(x.dtype)[:, None]
-        out = torch.empty_like(sorted_out)
-        out[order] = sorted_out  # back to (token, choice) order
-        return out.view(t, k, -1).sum(dim=1)
+        out = torch.empty_like(rows)
+        if outs:
+            out[order] = torch.cat(outs)
+        return out

@@ -95,7 +95,7 @@ def test_greedy_is_identical_under_preemption(loaded):
     tight = make_engine(loaded, page_size=8, kv_pages=16, max_batched_tokens=64, max_running=8)
     got = run_all(tight, [req(i, p, sampling) for i, p in enumerate(ps)])
     assert [r["ids"] for r in got] == [r["ids"] for r in expected]
-    assert tight.scheduler.preemptions > 0
+    assert tight.schedulers[0].preemptions > 0
     assert all(r["finish"] == "length" and len(r["ids"]) == 40 for r in got)
 
 
@@ -202,7 +202,7 @@ def test_abort_and_disconnect_free_pages_at_once(loaded):
             await agen.aclose()
             for _ in range(200):
                 await asyncio.sleep(0.01)
-                if engine.scheduler.allocator.num_free == 64 and not engine.scheduler.has_work():
+                if engine.schedulers[0].allocator.num_free == 64 and not engine.schedulers[0].has_work():
                     return True
             return False
         finally:

@@ -1,0 +1,173 @@
+"""The OpenAI-compatible HTTP app, independent of Ray: `build_openai_app(client, tokenizer,
+settings)` gives a FastAPI app that reaches engines only through an `EngineClient`.
+
+Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models[/{id}]`, and,
+without API-key checks (for load balancers and Prometheus), `GET /health` and `GET /metrics`.
+A request is checked in this order, cheapest first: API key (401), body schema (400), model
+name (404), unsupported parameters and limits (400), admission (429); then it reaches an
+engine, which may still refuse it (400, 503).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve.api.admission import Admission
+from serve.api.auth import ApiKeyAuth, AuthenticationError
+from serve.api.chat import plan_chat
+from serve.api.completions import plan_completion
+from serve.api.dispatcher import Dispatcher
+from serve.api.engine_client import EngineClient
+from serve.api.http_errors import ModelNotFoundError, error_response, install_error_handlers
+from serve.api.metrics import ApiMetrics
+from serve.api.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+)
+from serve.api.tokenizer_protocol import ApiTokenizer
+from serve.errors import ConfigError, EngineDeadError
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """What the HTTP layer enforces, independent of any engine."""
+
+    served_model_name: str  # the only accepted `model`
+    context_length: int  # prompt + output tokens, as the engines allow
+    max_tokens_cap: int  # most output tokens per choice; also the default max_tokens
+    default_temperature: float = 0.6  # R1 model card's recommendation
+    default_top_p: float = 0.95  # R1 model card's recommendation
+    api_keys: frozenset[str] = field(default_factory=frozenset)  # empty: no authentication
+    max_in_flight: int = 256  # admitted requests; beyond it 429 with Retry-After
+    request_timeout_s: float | None = 3600.0  # whole request, first byte to last token
+
+    def __post_init__(self) -> None:
+        if not self.served_model_name:
+            raise ConfigError("api served_model_name must not be empty")
+        for name in ("context_length", "max_tokens_cap", "max_in_flight"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"api {name}={getattr(self, name)} must be at least 1")
+        if not 0.0 <= self.default_temperature <= 2.0:
+            raise ConfigError(f"api default_temperature={self.default_temperature} must be in "
+                              "[0, 2]")
+        if not 0.0 < self.default_top_p <= 1.0:
+            raise ConfigError(f"api default_top_p={self.default_top_p} must be in (0, 1]")
+        if self.request_timeout_s is not None and self.request_timeout_s <= 0:
+            raise ConfigError(f"api request_timeout_s={self.request_timeout_s} must be positive "
+                              "(or null for no timeout)")
+        if any(not k for k in self.api_keys):
+            raise ConfigError("api api_keys must not contain an empty key")
+
+
+def build_openai_app(client: EngineClient, tokenizer: ApiTokenizer,
+                     settings: ApiSettings) -> FastAPI:
+    """The OpenAI-compatible app for one served model. `app.state.metrics` holds its metrics
+    and `app.state.admission` its in-flight count."""
+    app = FastAPI(title="r1serve", summary="OpenAI-compatible API for DeepSeek-R1")
+    metrics = ApiMetrics()
+    admission = Admission(settings.max_in_flight)
+    dispatcher = Dispatcher(client, admission, metrics, settings.request_timeout_s)
+    app.state.metrics, app.state.admission = metrics, admission
+    install_error_handlers(app)
+    app.add_middleware(_Gate, auth=ApiKeyAuth(settings.api_keys), metrics=metrics)
+    created = int(time.time())
+    card = ModelCard(id=settings.served_model_name, created=created)
+
+    def check_model(model: str) -> None:
+        if model != settings.served_model_name:
+            raise ModelNotFoundError(
+                f"the model '{model}' does not exist; this server serves "
+                f"'{settings.served_model_name}'", param="model")
+
+    v1 = APIRouter(prefix="/v1")
+
+    @v1.post("/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, http: Request) -> Response:
+        check_model(body.model)
+        requests, renderer = plan_chat(body, tokenizer, settings)
+        return await dispatcher.respond(http, "chat", requests, renderer, body.stream)
+
+    @v1.post("/completions")
+    async def completions(body: CompletionRequest, http: Request) -> Response:
+        check_model(body.model)
+        requests, renderer = plan_completion(body, tokenizer, settings)
+        return await dispatcher.respond(http, "completions", requests, renderer, body.stream)
+
+    @v1.get("/models")
+    async def list_models() -> ModelList:
+        return ModelList(data=[card])
+
+    @v1.get("/models/{model:path}")
+    async def get_model(model: str) -> ModelCard:
+        check_model(model)
+        return card
+
+    app.include_router(v1)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        try:
+            await client.health()
+        except EngineDeadError:
+            raise
+        except Exception as e:  # a failed check means "cannot serve", never a 500
+            raise EngineDeadError(f"engine health check failed: {e!r}") from e
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(await metrics.render(client), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+_ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+
+
+def _endpoint(path: str) -> str:
+    """A bounded label for a path, whatever clients send."""
+    return _ENDPOINTS.get(path, "models" if path.startswith("/v1/models") else "other")
+
+
+class _Gate:
+    """ASGI middleware in front of every route: checks API keys on `/v1` before anything else
+    (even before the body is parsed), and counts `/v1` requests that never reached the
+    dispatcher (rejected early), which counts its own."""
+
+    def __init__(self, app: ASGIApp, auth: ApiKeyAuth, metrics: ApiMetrics) -> None:
+        self.app, self.auth, self.metrics = app, auth, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1"):
+            await self.app(scope, receive, send)
+            return
+        endpoint = _endpoint(path)
+        header = dict(scope.get("headers", ())).get(b"authorization")
+        try:
+            self.auth.check(None if header is None else header.decode("latin-1"))
+        except AuthenticationError as e:
+            self.metrics.requests.labels(endpoint, str(e.status_code)).inc()
+            await error_response(e)(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        status = 500  # unless a response starts
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            if not state.get("observed"):
+                self.metrics.requests.labels(endpoint, str(status)).inc()

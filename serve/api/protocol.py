@@ -1,0 +1,396 @@
+"""OpenAI Chat Completions, Completions and Models, as pydantic models: the HTTP edge.
+
+Requests forbid unknown fields, so a typo is a 400 naming the field. Known OpenAI fields this
+server cannot honour (tools, response formats, penalties, ...) are accepted by the schema and
+then rejected by `check_supported()` with a 400 naming the field whenever they are set to
+anything but their no-op value; none is silently ignored. Extensions beyond OpenAI's schema
+(`top_k`, `min_p`, `ignore_eos`, `reasoning_content`) follow vLLM's and DeepSeek's names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
+
+from serve.errors import InvalidRequestError
+
+MAX_N = 128  # OpenAI's limit on choices per request
+MAX_TOP_LOGPROBS = 20
+SEED_RANGE = {"ge": -(2**63), "le": 2**63 - 1}
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    """A known OpenAI parameter set to a value this server cannot honour (HTTP 400)."""
+
+    code = "unsupported_parameter"
+
+
+def _require(checks: Iterable[tuple[str, bool, str]]) -> None:
+    for param, ok, why in checks:
+        if not ok:
+            raise UnsupportedParameterError(
+                f"'{param}' is not supported by this server: {why}; remove it from the request",
+                param=param)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- shared pieces ---------------------------------------------------------------------------
+
+
+class StreamOptions(_Request):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+class ContentPart(BaseModel):
+    """A part of a message's content. Only `text` parts are served; other types are accepted
+    by the schema so that the error names the unsupported part, not its fields."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ToolCallFunction(_Request):
+    name: str
+    arguments: str
+
+
+class ToolCall(_Request):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
+class ChatMessage(_Request):
+    """One message of the conversation. `developer` is treated as `system`."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # history of earlier assistant turns
+    tool_call_id: str | None = None
+    # DeepSeek returns it; clients echo it back. R1's template drops earlier reasoning anyway.
+    reasoning_content: str | None = None
+
+
+class _SamplingFields(_Request):
+    """Fields both endpoints share."""
+
+    model: str
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=0, description="extension: 0 disables")
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0, description="extension")
+    seed: int | None = Field(default=None, **SEED_RANGE)
+    n: int = Field(default=1, ge=1, le=MAX_N)
+    ignore_eos: bool = Field(default=False, description="extension: generate past EOS")
+    user: str | None = None
+    # Known OpenAI fields that only their no-op value can honour.
+    logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    @field_validator("stream", "n", "ignore_eos", mode="before")
+    @classmethod
+    def _null_means_default(cls, value: Any, info: ValidationInfo) -> Any:
+        """OpenAI's schema lets these be null, meaning the default."""
+        return cls.model_fields[info.field_name].default if value is None else value
+
+    @property
+    def stop_list(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def _common_checks(self) -> list[tuple[str, bool, str]]:
+        opts = self.stream_options
+        return [
+            ("stream_options", opts is None or self.stream,
+             "it is only allowed together with stream=true"),
+            ("stream_options.include_obfuscation", not (opts and opts.include_obfuscation),
+             "streams are not obfuscated"),
+            ("logit_bias", not self.logit_bias, "logit biasing is not implemented"),
+            ("presence_penalty", not self.presence_penalty, "penalties are not implemented"),
+            ("frequency_penalty", not self.frequency_penalty, "penalties are not implemented"),
+        ]
+
+
+# -- chat completions ------------------------------------------------------------------------
+
+
+class ChatCompletionRequest(_SamplingFields):
+    """`POST /v1/chat/completions`."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    # Inert labels: they do not change what is generated.
+    metadata: dict[str, str] | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    # Known OpenAI fields that only their no-op value can honour.
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+
+    @field_validator("logprobs", mode="before")
+    @classmethod
+    def _null_logprobs(cls, value: Any) -> Any:
+        return False if value is None else value
+
+    def check_supported(self) -> None:
+        """Raise `UnsupportedParameterError` naming the first field this server cannot honour."""
+        fmt = self.response_format
+        _require([
+            *self._common_checks(),
+            ("tools", not self.tools, "tool calling is not implemented"),
+            ("tool_choice", self.tool_choice in (None, "none"), "tool calling is not implemented"),
+            ("parallel_tool_calls", self.parallel_tool_calls is None,
+             "tool calling is not implemented"),
+            ("functions", not self.functions, "function calling is not implemented"),
+            ("function_call", self.function_call in (None, "none"),
+             "function calling is not implemented"),
+            ("response_format", fmt is None or fmt == {"type": "text"},
+             "only {'type': 'text'} is served; structured output is not implemented"),
+            ("reasoning_effort", self.reasoning_effort is None,
+             "R1 always reasons; its effort cannot be set"),
+            ("verbosity", self.verbosity is None, "verbosity cannot be set"),
+            ("modalities", self.modalities in (None, ["text"]), "only text output is served"),
+            ("audio", self.audio is None, "only text output is served"),
+            ("prediction", self.prediction is None, "predicted outputs are not implemented"),
+            ("web_search_options", self.web_search_options is None, "there is no web search"),
+            ("store", not self.store, "completions are not stored"),
+            ("service_tier", self.service_tier in (None, "auto", "default"),
+             "there is one service tier"),
+            ("top_logprobs", not self.top_logprobs or self.logprobs,
+             "top_logprobs needs logprobs=true"),
+            ("max_completion_tokens", self.max_tokens is None
+             or self.max_completion_tokens in (None, self.max_tokens),
+             "max_tokens and max_completion_tokens disagree; send one of them"),
+        ])
+        for i, m in enumerate(self.messages):
+            _require([(f"messages[{i}].name", m.name is None,
+                       "R1's chat template has no participant names")])
+            for j, part in enumerate(m.content if isinstance(m.content, list) else ()):
+                _require([(f"messages[{i}].content[{j}]", part.type == "text"
+                           and part.text is not None, f"only text parts are served, not "
+                           f"{part.type!r}")])
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int
+
+
+class UsageInfo(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+    completion_tokens_details: CompletionTokensDetails | None = None
+
+
+class ChatResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None  # None when the output ended before `</think>`: no answer was given
+    reasoning_content: str | None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatResponseMessage
+    logprobs: ChatLogprobs | None
+    finish_reason: str | None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageInfo
+
+
+class ChatDelta(BaseModel):
+    """A streamed piece of a message; fields with nothing new are left out."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(BaseModel):
+    """A streamed chunk: `usage` appears only in the last one, when stream_options asks."""
+
+    usage: UsageInfo | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_usage(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("usage") is None:
+            data.pop("usage", None)
+        return data
+
+
+class ChatCompletionChunk(_Chunk):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+
+
+# -- completions -----------------------------------------------------------------------------
+
+
+class CompletionRequest(_SamplingFields):
+    """`POST /v1/completions`: a raw prompt, no chat template, no reasoning split."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: bool | None = False
+    suffix: str | None = None
+    best_of: int | None = Field(default=None, ge=1)
+
+    def check_supported(self) -> None:
+        """Raise `UnsupportedParameterError` naming the first field this server cannot honour."""
+        _require([
+            *self._common_checks(),
+            ("echo", not self.echo, "the prompt is not echoed"),
+            ("suffix", not self.suffix, "insertion (suffix) is not implemented"),
+            ("best_of", self.best_of in (None, self.n),
+             "ranking candidates is not implemented; use n"),
+        ])
+
+    @property
+    def prompts(self) -> list[str | list[int]]:
+        """The batch of prompts: one string or token-id list each."""
+        p = self.prompt
+        if isinstance(p, str) or (p and isinstance(p[0], int)):
+            return [p]  # type: ignore[list-item]
+        return list(p)  # type: ignore[arg-type]
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]] | None
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None
+    finish_reason: str | None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo
+
+
+class CompletionChunk(_Chunk):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+
+
+# -- models and errors -----------------------------------------------------------------------
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "r1serve"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`."""
+
+    error: ErrorDetail

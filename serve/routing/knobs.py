@@ -1,0 +1,76 @@
+"""`RouterKnobs`: the prefix-aware router's tuning, and the Serve option that installs it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+ROUTER_CLASS = "serve.routing.prefix_aware_router.PrefixAwareRouter"
+
+
+@dataclass(frozen=True)
+class RouterKnobs:
+    """What the cost of sending a request to a replica weighs, in prefill-token units.
+
+    cost = uncached prompt tokens + queued prefill tokens
+           + decode_cost_per_token * outstanding decode tokens + KV-pressure penalty
+    """
+
+    # One outstanding decode token costs this many prefill tokens of delay. Decode is batched, so
+    # a token of it slows a new request far less than a token of prefill ahead of it.
+    decode_cost_per_token: float = 0.05
+    # Penalty, in prefill tokens, at a full KV cache; grows quadratically above the soft limit.
+    kv_penalty_tokens: float = 65536.0
+    kv_soft_limit: float = 0.80  # KV utilisation where the penalty starts
+    # Router-side guesses of what a replica caches expire if no report confirms them by then.
+    speculative_ttl_s: float = 60.0
+    # A report is taken this long before it reaches the router: requests sent within this window
+    # are not yet in it, so their load is still added on top.
+    report_lag_s: float = 2.0
+    # Session affinity yields when the session's replica carries this much more load (prefill
+    # tokens) than the least loaded candidate, or when its KV cache is past kv_hard_limit.
+    session_overload_tokens: float = 32768.0
+    kv_hard_limit: float = 0.95
+    # Output length assumed before any request has finished (R1 reasons for thousands of tokens).
+    prior_output_tokens: int = 2048
+    max_sessions: int = 100_000  # session -> replica entries kept (LRU)
+    # How often (seconds) Serve asks replicas for `record_routing_stats()`.
+    stats_period_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("decode_cost_per_token", self.decode_cost_per_token >= 0),
+            ("kv_penalty_tokens", self.kv_penalty_tokens >= 0),
+            ("kv_soft_limit", 0 < self.kv_soft_limit < 1),
+            ("speculative_ttl_s", self.speculative_ttl_s > 0),
+            ("report_lag_s", self.report_lag_s >= 0),
+            ("session_overload_tokens", self.session_overload_tokens >= 0),
+            ("kv_hard_limit", 0 < self.kv_hard_limit <= 1),
+            ("prior_output_tokens", self.prior_output_tokens >= 1),
+            ("max_sessions", self.max_sessions >= 1),
+            ("stats_period_s", self.stats_period_s > 0),
+        ]
+        for name, ok in checks:
+            if not ok:
+                raise ValueError(f"RouterKnobs.{name}={getattr(self, name)!r} is out of range")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RouterKnobs:
+        """Knobs from `request_router_kwargs`; unknown keys are an error naming the key."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown router knob(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def request_router_config(knobs: RouterKnobs | None = None) -> dict[str, Any]:
+    """The `request_router_config` for `serve.deployment(...).options(...)` of the engine
+    deployment: our router class by import path, its knobs as kwargs, the stats period."""
+    knobs = knobs or RouterKnobs()
+    return {
+        "request_router_class": ROUTER_CLASS,
+        "request_router_kwargs": asdict(knobs),
+        "request_routing_stats_period_s": knobs.stats_period_s,
+        "request_routing_stats_timeout_s": max(5.0, 2 * knobs.stats_period_s),
+    }

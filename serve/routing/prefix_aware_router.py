@@ -1,0 +1,135 @@
+"""`PrefixAwareRouter`: the Ray Serve `RequestRouter` of the engine deployment.
+
+A thin adapter over `RouterCore`: it turns Serve's pending requests into `RoutedRequest`s (block
+hashes of `GenerationRequest.prompt_token_ids`, the same `block_hashes` the engine's cache
+uses), feeds replicas' `record_routing_stats()` dicts to the core as they change, and relays
+Serve's lifecycle callbacks. Nothing here calls a replica: the stats arrive with the replica
+set Serve pushes to every handle.
+
+Install with `serve.routing.request_router_config(knobs)`. The router runs in the process that
+holds the handle (the OpenAI ingress).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+from ray.serve._private.common import ReplicaID
+from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
+
+from serve.engine.block_hash import block_hashes
+from serve.routing.knobs import RouterKnobs
+from serve.routing.router_core import RoutedRequest, RouterCore
+from serve.routing.routing_metrics import record_routed
+
+_MEMO_SIZE = 4096  # requests whose hashes are kept while Serve retries their routing
+
+
+class PrefixAwareRouter(RequestRouter):
+    """Routes each request to the replica with the least estimated cost (see `RouterCore`)."""
+
+    def initialize_state(self, **knobs: Any) -> None:
+        """Called by Serve with `request_router_kwargs` (the fields of `RouterKnobs`)."""
+        self.core = RouterCore(RouterKnobs.from_dict(knobs))
+        self._last_stats: dict[str, Any] = {}  # replica id -> the stats dict last taken
+        self._memo: OrderedDict[str, RoutedRequest | None] = OrderedDict()
+        self._sent: dict[str, tuple[str, float]] = {}  # internal id -> (replica id, sent at)
+
+    # -- Serve's hooks ------------------------------------------------------------------------
+
+    async def choose_replicas(
+        self, candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
+        """Every candidate, one per rank, best first: Serve takes the first that accepts."""
+        if pending_request is not None:
+            # We always consider every replica, so a retry should back off, not spin.
+            pending_request.routing_context.should_backoff = True
+        now = time.monotonic()
+        by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
+        for rid, replica in by_id.items():
+            self._take_stats(rid, replica.routing_stats, now)
+        choice = self.core.choose(list(by_id), self._routed_request(pending_request), now)
+        return [[by_id[rid]] for rid in choice.ranked]
+
+    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID,
+                          result: Any) -> None:
+        now = time.monotonic()
+        request = self._routed_request(pending_request)
+        internal_id = pending_request.metadata.internal_request_id
+        self._memo.pop(internal_id, None)
+        cached = self.core.on_routed(replica_id.unique_id, request, now)
+        self._sent[internal_id] = (replica_id.unique_id, now)
+        if request is not None:
+            reason = "session" if request.session_id else "cost"
+            record_routed(reason, request.prompt_tokens, cached)
+
+    def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
+        sent = self._sent.pop(internal_request_id, None)
+        if sent is None:
+            return
+        rid, sent_at = sent
+        self.core.on_completed(rid, internal_request_id,
+                               self._estimate_output_tokens(rid, time.monotonic() - sent_at))
+
+    def update_replicas(self, replicas: list[RunningReplica]) -> None:
+        super().update_replicas(replicas)
+        self.core.sync_replicas(r.replica_id.unique_id for r in replicas)
+        live = {r.replica_id.unique_id for r in replicas}
+        for rid in [r for r in self._last_stats if r not in live]:
+            del self._last_stats[rid]
+
+    def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
+        super().on_replica_actor_died(replica_id)
+        self.core.forget(replica_id.unique_id)
+        self._last_stats.pop(replica_id.unique_id, None)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _take_stats(self, replica_id: str, stats: dict[str, Any], now: float) -> None:
+        # Serve replaces the dict when a new report arrives; identity tells new from seen.
+        if stats and stats is not self._last_stats.get(replica_id):
+            self._last_stats[replica_id] = stats
+            self.core.report(replica_id, stats, now)
+
+    def _routed_request(self, pending: PendingRequest | None) -> RoutedRequest | None:
+        """The request as the core sees it; None when it carries no `GenerationRequest`
+        (then only load decides). Memoised: Serve may ask to route one request many times."""
+        if pending is None:
+            return None
+        key = pending.metadata.internal_request_id
+        if key in self._memo:
+            return self._memo[key]
+        gen = next((a for a in (*pending.args, *pending.kwargs.values())
+                    if hasattr(a, "prompt_token_ids")), None)
+        request = None
+        if gen is not None:
+            page = self.core.page_size
+            tokens = gen.prompt_token_ids
+            sampling = getattr(gen, "sampling", None)
+            request = RoutedRequest(
+                request_id=key,
+                block_hashes=tuple(block_hashes(tokens, page)) if page else (),
+                page_size=page or 1,
+                prompt_tokens=len(tokens),
+                max_tokens=getattr(sampling, "max_tokens", 32768),
+                expected_output_tokens=getattr(gen, "expected_output_tokens", None),
+                session_id=(pending.metadata.session_id or getattr(gen, "session_id", None)
+                            or None),
+            )
+        self._memo[key] = request
+        while len(self._memo) > _MEMO_SIZE:
+            self._memo.popitem(last=False)
+        return request
+
+    def _estimate_output_tokens(self, replica_id: str, duration_s: float) -> int | None:
+        """Serve tells the router only that a stream ended, not how long it was; estimate its
+        length from its duration and the replica's per-stream generation rate."""
+        stats = self._last_stats.get(replica_id) or {}
+        running = int(stats.get("running", 0))
+        rate = float(stats.get("generation_tokens_per_s", 0.0))
+        if running <= 0 or rate <= 0.0 or duration_s <= 0.0:
+            return None
+        return max(1, round(duration_s * rate / running))

@@ -1,0 +1,155 @@
+"""`ReplicaView`: what the router believes about one replica between its stats reports.
+
+A report (`record_routing_stats()`, a dict of `EngineStats` fields) says what the replica held
+and owed when it was taken. Between reports the router adds what it has itself sent since, and
+guesses that the prefixes it sent are now cached there ("speculative" blocks), until a report
+confirms them or their time-to-live runs out.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ReplicaReport:
+    """The fields of one `EngineStats` report the router uses."""
+
+    running: int
+    waiting: int
+    kv_tokens_used: int
+    kv_tokens_total: int
+    page_size: int
+    queued_prefill_tokens: int
+    expected_remaining_decode_tokens: int  # the engine's figure: max_tokens minus generated
+    generation_tokens_per_s: float
+    cached_blocks: frozenset[int]
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[str, Any]) -> ReplicaReport | None:
+        """Parse a `dataclasses.asdict(EngineStats)` dict; None before a replica's first report
+        (Serve hands out `{}` until then)."""
+        if not stats or "page_size" not in stats:
+            return None
+        page = int(stats["page_size"])
+        return cls(
+            running=int(stats.get("running", 0)), waiting=int(stats.get("waiting", 0)),
+            kv_tokens_used=int(stats.get("kv_pages_used", 0)) * page,
+            kv_tokens_total=int(stats.get("kv_pages_total", 0)) * page,
+            page_size=page,
+            queued_prefill_tokens=int(stats.get("queued_prefill_tokens", 0)),
+            expected_remaining_decode_tokens=int(stats.get("expected_remaining_decode_tokens", 0)),
+            generation_tokens_per_s=float(stats.get("generation_tokens_per_s", 0.0)),
+            cached_blocks=frozenset(stats.get("cached_block_hashes", ())),
+        )
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A request this router sent to the replica, as load the last report may not include."""
+
+    sent_at: float
+    prefill_tokens: int  # prompt tokens the replica must compute (not predicted cached)
+    decode_tokens: float  # expected output tokens
+    kv_tokens: float  # KV the request will occupy: uncached prompt plus expected output
+
+
+class ReplicaView:
+    """One replica's cache digest, reported load and the router's own additions since."""
+
+    def __init__(self, replica_id: str) -> None:
+        self.replica_id = replica_id
+        self.report: ReplicaReport | None = None
+        self.reported_at = 0.0
+        self.ongoing = 0  # requests this router sent that have not completed
+        self._speculative: dict[int, float] = {}  # block hash -> expiry time
+        # Expiry times in insertion order, each with how many hashes of _expiry_hashes it covers.
+        self._expiries: deque[tuple[float, int]] = deque()
+        self._expiries_hashes: deque[int] = deque()
+        self._inflight: dict[str, InFlight] = {}
+        # Running sums over _inflight, so a decision does not walk every in-flight request.
+        self.inflight_prefill = 0
+        self.inflight_decode = 0.0
+        self.inflight_kv = 0.0
+
+    # -- reports --------------------------------------------------------------------------
+
+    def apply_report(self, report: ReplicaReport, now: float, report_lag_s: float) -> None:
+        """Take a new report. Requests sent before it was (probably) taken are in its figures
+        now, so they stop counting twice; speculation it confirms becomes plain fact."""
+        self.report, self.reported_at = report, now
+        for rid in [r for r, f in self._inflight.items() if f.sent_at < now - report_lag_s]:
+            self._drop_inflight(rid)
+        for h in [h for h in self._speculative if h in report.cached_blocks]:
+            del self._speculative[h]
+        self.expire(now)
+
+    # -- cache ----------------------------------------------------------------------------
+
+    def cached_prefix_blocks(self, hashes: Sequence[int], now: float) -> int:
+        """How many leading blocks of a request this replica holds, confirmed or speculated.
+
+        A prefix cache holds a block only with all its predecessors (a chain hash names the
+        whole prefix), so presence is monotone along the chain: binary search, O(log n)."""
+        confirmed = self.report.cached_blocks if self.report else frozenset()
+        spec = self._speculative
+
+        def held(h: int) -> bool:
+            return h in confirmed or spec.get(h, 0.0) > now
+
+        lo, hi = 0, len(hashes)  # invariant: the first lo blocks are held; block hi-1+ unknown
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if held(hashes[mid - 1]):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def speculate(self, hashes: Sequence[int], now: float, ttl_s: float) -> None:
+        """Assume the replica caches these blocks once it has prefilled them."""
+        expiry = now + ttl_s
+        for h in hashes:
+            self._speculative[h] = expiry
+        self._expiries.append((expiry, len(hashes)))
+        self._expiries_hashes.extend(hashes)
+        self.expire(now)
+
+    def expire(self, now: float) -> None:
+        """Forget speculation no report confirmed in time."""
+        while self._expiries and self._expiries[0][0] <= now:
+            expiry, n = self._expiries.popleft()
+            for _ in range(n):
+                h = self._expiries_hashes.popleft()
+                if self._speculative.get(h, now + 1.0) <= now:
+                    del self._speculative[h]
+
+    @property
+    def speculative_blocks(self) -> int:
+        return len(self._speculative)
+
+    # -- load -----------------------------------------------------------------------------
+
+    def add_inflight(self, request_id: str, flight: InFlight) -> None:
+        self._drop_inflight(request_id)
+        self._inflight[request_id] = flight
+        self.inflight_prefill += flight.prefill_tokens
+        self.inflight_decode += flight.decode_tokens
+        self.inflight_kv += flight.kv_tokens
+        self.ongoing += 1
+
+    def complete(self, request_id: str) -> InFlight | None:
+        """A request finished: it no longer adds load; returns what was recorded for it."""
+        self.ongoing = max(0, self.ongoing - 1)
+        return self._drop_inflight(request_id)
+
+    def _drop_inflight(self, request_id: str) -> InFlight | None:
+        f = self._inflight.pop(request_id, None)
+        if f is not None:
+            self.inflight_prefill -= f.prefill_tokens
+            self.inflight_decode -= f.decode_tokens
+            self.inflight_kv -= f.kv_tokens
+        return f

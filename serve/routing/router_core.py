@@ -1,0 +1,191 @@
+"""`RouterCore`: the prefix- and load-aware choice of a replica, free of Ray Serve.
+
+For each candidate replica the core estimates what sending the request there would cost, in
+prefill-token units (see `RouterKnobs`): the prompt tokens the replica does not cache, the prefill
+queued ahead, its outstanding decode work and a penalty as its KV cache fills. The cheapest wins;
+exact ties go to the less loaded replica, then to a random one. A session sticks to its replica
+unless that replica is overloaded. Before any replica has reported, the choice is
+power-of-two-choices on the requests this router has in flight.
+
+Everything here is a pure function of reports, the router's own history and the clock passed
+in, so it is tested without Serve and reused by the trace-replay benchmark.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from serve.routing.knobs import RouterKnobs
+from serve.routing.output_length import OutputLengthEstimator
+from serve.routing.replica_view import InFlight, ReplicaReport, ReplicaView
+from serve.routing.session_table import SessionTable
+
+
+@dataclass(frozen=True)
+class RoutedRequest:
+    """What the router needs of one request: its prompt's block hashes, lengths, session."""
+
+    request_id: str
+    block_hashes: tuple[int, ...]  # chain hashes of the prompt's full page-sized blocks
+    page_size: int  # tokens per block of block_hashes
+    prompt_tokens: int
+    max_tokens: int
+    expected_output_tokens: int | None = None  # the caller's guess, if it has one
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoredReplica:
+    replica_id: str
+    cost: float  # prefill-token units: uncached prompt + load
+    load: float  # the part of cost that is not this request's own prefill
+    cached_tokens: int  # prompt tokens predicted cached there
+    kv_utilization: float  # after this request joins
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Replicas best first (Serve tries them in order), and why the first was chosen."""
+
+    ranked: tuple[str, ...]
+    predicted_cached_tokens: int
+    reason: str  # "cost" | "session" | "power_of_two"
+
+
+class RouterCore:
+    """Keeps a `ReplicaView` per replica and picks replicas for requests."""
+
+    def __init__(self, knobs: RouterKnobs | None = None, rng: random.Random | None = None,
+                 estimator: OutputLengthEstimator | None = None) -> None:
+        self.knobs = knobs or RouterKnobs()
+        self.estimator = estimator or OutputLengthEstimator(self.knobs.prior_output_tokens)
+        self._rng = rng or random.Random()
+        self._views: dict[str, ReplicaView] = {}
+        self._sessions = SessionTable(self.knobs.max_sessions)
+        self.page_size: int | None = None  # from the latest report: the unit of block hashes
+
+    # -- replica set and reports ------------------------------------------------------------
+
+    def sync_replicas(self, replica_ids: Iterable[str]) -> None:
+        """Forget every replica not in `replica_ids` (dead, or scaled away)."""
+        keep = set(replica_ids)
+        for rid in [r for r in self._views if r not in keep]:
+            self.forget(rid)
+
+    def forget(self, replica_id: str) -> None:
+        self._views.pop(replica_id, None)
+        self._sessions.forget_replica(replica_id)
+
+    def known_replicas(self) -> list[str]:
+        return list(self._views)
+
+    def report(self, replica_id: str, stats: Mapping[str, Any], now: float) -> None:
+        """A replica's `record_routing_stats()` dict arrived."""
+        parsed = ReplicaReport.from_stats(stats)
+        if parsed is None:
+            return
+        self.page_size = parsed.page_size
+        self._view(replica_id).apply_report(parsed, now, self.knobs.report_lag_s)
+
+    # -- the choice -------------------------------------------------------------------------
+
+    def choose(self, candidates: Sequence[str], request: RoutedRequest | None,
+               now: float) -> Choice:
+        """Rank `candidates` for `request` (None: nothing known of it, balance load only)."""
+        if not candidates:
+            return Choice((), 0, "cost")
+        views = [self._view(rid) for rid in candidates]
+        if request is None or all(v.report is None for v in views):
+            return self._power_of_two(views)
+        scored = [self._score(v, request, now) for v in views]
+        sticky = self._sessions.get(request.session_id) if request.session_id else None
+        by_cost = sorted(scored, key=lambda s: (s.cost, s.load, self._rng.random()))
+        for s in scored:
+            if s.replica_id == sticky and not self._overloaded(s, scored):
+                rest = tuple(c.replica_id for c in by_cost if c is not s)
+                return Choice((s.replica_id, *rest), s.cached_tokens, "session")
+        return Choice(tuple(s.replica_id for s in by_cost), by_cost[0].cached_tokens, "cost")
+
+    def _score(self, view: ReplicaView, request: RoutedRequest, now: float) -> ScoredReplica:
+        k = self.knobs
+        report = view.report
+        cached = 0
+        if report is None or report.page_size == request.page_size:
+            blocks = view.cached_prefix_blocks(request.block_hashes, now)
+            cached = min(blocks * request.page_size, request.prompt_tokens)
+        uncached = request.prompt_tokens - cached
+        queued_prefill = (report.queued_prefill_tokens if report else 0) + view.inflight_prefill
+        decode = self._reported_decode(view, now) + view.inflight_decode
+        kv_total = report.kv_tokens_total if report else 0
+        kv_used = ((report.kv_tokens_used if report else 0) + view.inflight_kv + uncached
+                   + self.expected_output(request))
+        util = kv_used / kv_total if kv_total else 0.0
+        over = max(0.0, util - k.kv_soft_limit) / (1.0 - k.kv_soft_limit)
+        load = queued_prefill + k.decode_cost_per_token * decode + k.kv_penalty_tokens * over**2
+        return ScoredReplica(view.replica_id, uncached + load, load, cached, util)
+
+    def _overloaded(self, s: ScoredReplica, scored: list[ScoredReplica]) -> bool:
+        least = min(c.load for c in scored)
+        return (s.load - least > self.knobs.session_overload_tokens
+                or s.kv_utilization >= self.knobs.kv_hard_limit)
+
+    def _power_of_two(self, views: list[ReplicaView]) -> Choice:
+        """Cold start: two random replicas, the one with fewer of our requests in flight."""
+        pair = self._rng.sample(views, min(2, len(views)))
+        pair.sort(key=lambda v: (v.ongoing, self._rng.random()))
+        return Choice(tuple(v.replica_id for v in pair), 0, "power_of_two")
+
+    def _reported_decode(self, view: ReplicaView, now: float) -> float:
+        """Decode tokens still owed by the requests in the last report, drained since at the
+        replica's reported generation rate. The engine's figure counts up to max_tokens; the
+        output-length estimate says how much of that is likely to be generated."""
+        r = view.report
+        if r is None:
+            return 0.0
+        n = r.running + r.waiting
+        if n == 0:
+            return 0.0
+        cap = max(1, r.expected_remaining_decode_tokens // n)
+        owed = n * self.estimator.expected_total(cap)
+        return max(0.0, owed - r.generation_tokens_per_s * (now - view.reported_at))
+
+    def expected_output(self, request: RoutedRequest) -> float:
+        if request.expected_output_tokens is not None:
+            return float(min(request.expected_output_tokens, request.max_tokens))
+        return self.estimator.expected_total(request.max_tokens)
+
+    # -- what happened ----------------------------------------------------------------------
+
+    def on_routed(self, replica_id: str, request: RoutedRequest | None, now: float) -> int:
+        """The request went to `replica_id`: count its load there until a report includes it,
+        and guess its prefix is cached there from now on. Returns the predicted cached tokens."""
+        view = self._view(replica_id)
+        if request is None:
+            view.ongoing += 1
+            return 0
+        cached = self._score(view, request, now).cached_tokens
+        uncached = request.prompt_tokens - cached
+        out = self.expected_output(request)
+        view.add_inflight(request.request_id, InFlight(now, uncached, out, uncached + out))
+        view.speculate(request.block_hashes, now, self.knobs.speculative_ttl_s)
+        if request.session_id:
+            self._sessions.put(request.session_id, replica_id)
+        return cached
+
+    def on_completed(self, replica_id: str, request_id: str,
+                     output_tokens: int | None = None) -> None:
+        """The request finished; `output_tokens`, when known, teaches the length estimate."""
+        view = self._views.get(replica_id)
+        if view is not None:
+            view.complete(request_id)
+        if output_tokens is not None:
+            self.estimator.observe(output_tokens)
+
+    def _view(self, replica_id: str) -> ReplicaView:
+        view = self._views.get(replica_id)
+        if view is None:
+            view = self._views[replica_id] = ReplicaView(replica_id)
+        return view

@@ -1,0 +1,39 @@
+"""The router's own Prometheus metrics, in a registry of their own.
+
+`predicted_cached_tokens` is what the router expected the chosen replica to hold of each prompt;
+set beside the engine's reported `prefix_cache_hit_tokens` it shows how well the router's view of
+the replicas' caches matches reality. The registry is ours, not the process default, so tests
+and several routers in one process do not collide; expose it with
+`prometheus_client.generate_latest(ROUTING_REGISTRY)`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+ROUTING_REGISTRY = CollectorRegistry(auto_describe=True)
+
+_TOKEN_BUCKETS = (0, 16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+
+ROUTED_REQUESTS = Counter(
+    "r1serve_router_requests", "Requests routed, by how the replica was chosen.",
+    ["reason"], registry=ROUTING_REGISTRY)
+PROMPT_TOKENS = Counter(
+    "r1serve_router_prompt_tokens", "Prompt tokens of routed requests.",
+    registry=ROUTING_REGISTRY)
+PREDICTED_CACHED_TOKENS = Counter(
+    "r1serve_router_predicted_cached_tokens",
+    "Prompt tokens the router predicted the chosen replica already caches.",
+    registry=ROUTING_REGISTRY)
+PREDICTED_CACHED_PER_REQUEST = Histogram(
+    "r1serve_router_predicted_cached_tokens_per_request",
+    "Predicted cached prompt tokens of each routed request.",
+    buckets=_TOKEN_BUCKETS, registry=ROUTING_REGISTRY)
+
+
+def record_routed(reason: str, prompt_tokens: int, predicted_cached_tokens: int) -> None:
+    """Count one routed request and the router's prediction for it."""
+    ROUTED_REQUESTS.labels(reason=reason).inc()
+    PROMPT_TOKENS.inc(prompt_tokens)
+    PREDICTED_CACHED_TOKENS.inc(predicted_cached_tokens)
+    PREDICTED_CACHED_PER_REQUEST.observe(predicted_cached_tokens)

@@ -1,0 +1,155 @@
+"""The router's decision core on synthetic replica stats (no Ray Serve)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from serve.engine.block_hash import block_hashes
+from serve.routing.knobs import RouterKnobs
+from serve.routing.router_core import RoutedRequest, RouterCore
+
+PAGE = 16
+
+
+def stats(*, cached: tuple[int, ...] = (), running: int = 0, waiting: int = 0,
+          queued_prefill: int = 0, kv_used_pages: int = 0, kv_pages: int = 4096,
+          remaining_decode: int = 0, rate: float = 0.0) -> dict:
+    """A `dataclasses.asdict(EngineStats)`-shaped report."""
+    return {
+        "running": running, "waiting": waiting, "kv_pages_used": kv_used_pages,
+        "kv_pages_total": kv_pages, "page_size": PAGE, "queued_prefill_tokens": queued_prefill,
+        "expected_remaining_decode_tokens": remaining_decode, "prefix_cache_hit_tokens": 0,
+        "prompt_tokens": 0, "generation_tokens_per_s": rate, "cached_block_hashes": cached,
+    }
+
+
+def request(tokens: list[int], rid: str = "r", session: str | None = None,
+            max_tokens: int = 1024) -> RoutedRequest:
+    return RoutedRequest(rid, tuple(block_hashes(tokens, PAGE)), PAGE, len(tokens), max_tokens,
+                         session_id=session)
+
+
+def prompt(seed: int, n: int = 40 * PAGE) -> list[int]:
+    return random.Random(seed).choices(range(2, 30000), k=n)
+
+
+def core(**knobs) -> RouterCore:
+    return RouterCore(RouterKnobs(**knobs), rng=random.Random(0))
+
+
+def test_prefix_wins_when_load_is_equal():
+    c = core()
+    p = prompt(1)
+    hashes = tuple(block_hashes(p, PAGE))
+    c.report("a", stats(), now=0.0)
+    c.report("b", stats(cached=hashes), now=0.0)
+    c.report("c", stats(), now=0.0)
+    choice = c.choose(["a", "b", "c"], request(p + prompt(2, 5)), now=1.0)
+    assert choice.ranked[0] == "b"
+    assert choice.predicted_cached_tokens == len(p)
+
+
+def test_load_wins_when_the_cached_replica_is_swamped():
+    c = core()
+    p = prompt(1)
+    hashes = tuple(block_hashes(p, PAGE))
+    c.report("a", stats(), now=0.0)
+    c.report("b", stats(cached=hashes, queued_prefill=200_000, running=60, waiting=30), now=0.0)
+    assert c.choose(["a", "b"], request(p), now=1.0).ranked[0] == "a"
+
+
+def test_kv_pressure_steers_away():
+    c = core()
+    p = prompt(1, 4 * PAGE)
+    c.report("a", stats(kv_used_pages=4090), now=0.0)
+    c.report("b", stats(kv_used_pages=100, queued_prefill=2000), now=0.0)
+    assert c.choose(["a", "b"], request(p), now=1.0).ranked[0] == "b"
+
+
+def test_speculative_entries_route_followups_then_expire():
+    c = core(speculative_ttl_s=30.0)
+    for r in "ab":
+        c.report(r, stats(), now=0.0)
+    p = prompt(3)
+    first = request(p, "r1")
+    winner = c.choose(["a", "b"], first, now=1.0).ranked[0]
+    c.on_routed(winner, first, now=1.0)
+    c.on_completed(winner, "r1")
+    # Before any report confirms it, a follow-up sharing the prefix goes to the same replica.
+    follow = request(p + prompt(4, 3 * PAGE), "r2")
+    choice = c.choose(["a", "b"], follow, now=5.0)
+    assert choice.ranked[0] == winner and choice.predicted_cached_tokens == len(p)
+    # No report ever confirmed it: after the TTL the guess is gone.
+    assert c.choose(["a", "b"], follow, now=40.0).predicted_cached_tokens == 0
+
+
+def test_a_dead_replica_is_forgotten():
+    c = core()
+    p = prompt(5)
+    c.report("a", stats(), now=0.0)
+    c.report("b", stats(cached=tuple(block_hashes(p, PAGE))), now=0.0)
+    c.on_routed("b", request(p, "r1", session="s"), now=0.5)
+    c.sync_replicas(["a"])
+    assert c.known_replicas() == ["a"]
+    choice = c.choose(["a"], request(p, "r2", session="s"), now=1.0)
+    assert choice.ranked == ("a",) and choice.predicted_cached_tokens == 0
+    # If "b" reappears under the same id it starts from nothing.
+    assert c.choose(["a", "b"], request(p, "r3"), now=1.0).predicted_cached_tokens == 0
+
+
+def test_exact_ties_are_spread_not_sent_to_the_first():
+    c = RouterCore(RouterKnobs(), rng=random.Random(7))
+    ids = [f"r{i}" for i in range(8)]
+    for r in ids:
+        c.report(r, stats(), now=0.0)
+    firsts = Counter(c.choose(ids, request(prompt(i), f"q{i}"), now=1.0).ranked[0]
+                     for i in range(400))
+    assert len(firsts) == 8 and max(firsts.values()) < 100
+
+
+def test_ties_go_to_the_less_loaded():
+    c = core()
+    p = prompt(9)
+    hashes = tuple(block_hashes(p, PAGE))
+    # Same cost (b's cached prompt balances its queue) but b has more load: a wins.
+    c.report("a", stats(queued_prefill=0), now=0.0)
+    c.report("b", stats(cached=hashes, queued_prefill=len(p)), now=0.0)
+    assert c.choose(["a", "b"], request(p), now=0.0).ranked[0] == "a"
+
+
+def test_cold_start_is_power_of_two_choices():
+    c = RouterCore(RouterKnobs(), rng=random.Random(1))
+    ids = [f"r{i}" for i in range(10)]
+    seen = Counter()
+    for i in range(300):
+        choice = c.choose(ids, request(prompt(i), f"q{i}"), now=0.0)
+        assert choice.reason == "power_of_two" and len(choice.ranked) == 2
+        c.on_routed(choice.ranked[0], None, now=0.0)
+        seen[choice.ranked[0]] += 1
+    # Power of two keeps in-flight counts close (uniform random spreads 300 over 10 far wider).
+    assert max(seen.values()) - min(seen.values()) <= 6
+
+
+def test_session_sticks_until_its_replica_is_overloaded():
+    c = core(session_overload_tokens=10_000)
+    for r in "ab":
+        c.report(r, stats(), now=0.0)
+    first = request(prompt(11, 4 * PAGE), "r1", session="s1")
+    home = c.choose(["a", "b"], first, now=1.0).ranked[0]
+    c.on_routed(home, first, now=1.0)
+    other = "b" if home == "a" else "a"
+    # An unrelated prompt in the same session still goes home (the chat's context is there).
+    nxt = request(prompt(12, 4 * PAGE), "r2", session="s1")
+    choice = c.choose(["a", "b"], nxt, now=2.0)
+    assert (choice.ranked[0], choice.reason) == (home, "session")
+    c.report(home, stats(queued_prefill=50_000), now=3.0)
+    assert c.choose(["a", "b"], nxt, now=3.0).ranked[0] == other
+
+
+def test_output_lengths_learnt_from_finished_requests():
+    c = core(prior_output_tokens=256)
+    before = c.estimator.expected_total(32768)
+    for _ in range(300):
+        c.on_completed("x", "none", output_tokens=8000)
+    assert before < 2000 < c.estimator.expected_total(32768)
