@@ -57,7 +57,7 @@ class ExpertDispatcher:
         self.group = group
         self.world = dist.get_world_size(group)
         self.rank = dist.get_rank(group) if rank is None else rank
-        self.bytes_sent = 0  # payload bytes this rank put on the wire, for the benchmarks
+        self.bytes_sent = 0  # payload bytes this rank sent to other ranks, for the benchmarks
 
     def dispatch(self, moe_index: int, x: torch.Tensor, ids: torch.Tensor) -> Dispatched:
         """x [T, D], ids [T, k] logical experts -> the rows this rank must compute."""
@@ -78,7 +78,7 @@ class ExpertDispatcher:
         received = payload.new_empty(sum(recv_counts_l), payload.shape[1])
         dist.all_to_all_single(received, payload.contiguous(), recv_counts_l, send_counts_l,
                                group=self.group)
-        self.bytes_sent += payload.numel() * payload.element_size()
+        self._count(send_counts_l, payload)
         return Dispatched(received[:, :-1], received[:, -1].long(), order, send_counts_l,
                           recv_counts_l)
 
@@ -87,7 +87,12 @@ class ExpertDispatcher:
         back = y.new_empty(sum(d.send_counts), y.shape[1])
         dist.all_to_all_single(back, y.contiguous(), d.send_counts, d.recv_counts,
                                group=self.group)
-        self.bytes_sent += y.numel() * y.element_size()
+        self._count(d.recv_counts, y)
         out = torch.empty_like(back)
         out[d.order] = back
         return out
+
+    def _count(self, counts: list[int], rows: torch.Tensor) -> None:
+        """Bytes of the rows that leave this rank (rows for itself never touch the wire)."""
+        row_bytes = rows.shape[1] * rows.element_size()
+        self.bytes_sent += (sum(counts) - counts[self.rank]) * row_bytes

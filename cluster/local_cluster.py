@@ -16,7 +16,7 @@ def local_ray(nodes: int = 1, cpus_per_node: float = 2, **init_kwargs) -> Iterat
     init_kwargs.setdefault("logging_level", logging.WARNING)
     init_kwargs.setdefault("include_dashboard", False)
     if nodes <= 1:
-        ray.init(num_cpus=cpus_per_node, **init_kwargs)
+        ray.init(address="local", num_cpus=cpus_per_node, **init_kwargs)
         try:
             yield
         finally:

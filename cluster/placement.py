@@ -1,9 +1,7 @@
-"""Placement of one model instance on Ray: a placement group with one bundle per node, and one
-Ray actor per rank in it, each hosting a worker object that a caller-supplied factory builds.
-
-The plan (bundles, strategy, rank -> bundle) is pure data computed from a `GroupSpec`;
-`EngineGroup` turns it into actors and gives the driver fail-fast calls over all ranks.
-`cluster/` knows nothing of models: the worker factory decides what each rank runs.
+"""Placement of one model instance on Ray: a placement group with one bundle per node and one
+actor per rank in it, each hosting a worker that a caller-supplied factory builds (so `cluster/`
+knows nothing of models). The plan is pure data from a `GroupSpec`; `EngineGroup` turns it into
+actors and gives the driver fail-fast calls over all ranks.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import ray
+import torch
 from ray.actor import ActorHandle
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -83,20 +82,18 @@ def group_strategy(spec: GroupSpec) -> str:
 def rank_layout(spec: GroupSpec) -> list[tuple[int, int]]:
     """rank -> (bundle index, local rank). Contiguous, so ranks of a node are neighbours and
     tensor-parallel groups of `ranks_per_node` ranks stay inside one node."""
-    g = spec.ranks_per_node
-    return [(r // g, r % g) for r in range(spec.world_size)]
+    return [divmod(r, spec.ranks_per_node) for r in range(spec.world_size)]
 
 
 class RankFailedError(RuntimeError):
-    """A rank died, raised, or did not answer in time. `rank`/`node_ip` name the first such
-    rank; `ranks`/`node_ips` all of them."""
+    """A rank died, raised, or did not answer in time (`timed_out`). `rank`/`node_ip` name the
+    first such rank; `ranks`/`node_ips` all of them."""
 
-    def __init__(self, message: str, ranks: Sequence[int], node_ips: Sequence[str]) -> None:
+    def __init__(self, message: str, ranks: Sequence[int], node_ips: Sequence[str],
+                 timed_out: bool = False) -> None:
         super().__init__(message)
-        self.ranks = tuple(ranks)
-        self.node_ips = tuple(node_ips)
-        self.rank = self.ranks[0]
-        self.node_ip = self.node_ips[0]
+        self.ranks, self.node_ips, self.timed_out = tuple(ranks), tuple(node_ips), timed_out
+        self.rank, self.node_ip = self.ranks[0], self.node_ips[0]
 
 
 class PlacementError(RuntimeError):
@@ -111,24 +108,28 @@ class PlacementError(RuntimeError):
 class RankActor:
     """One rank: builds its worker with the caller's factory and runs the worker's methods.
 
-    Worker calls run one at a time in submission order (collectives must pair up across
-    ranks); control calls (ping, info, rendezvous bookkeeping) run on their own thread so the
-    driver can still reach a rank that is blocked in a collective.
+    The factory and every worker call run one at a time, in submission order (collectives must
+    pair up across ranks), on one thread, so thread-local torch state the factory sets (grad
+    mode, CUDA device) holds for the calls. Control calls (ping, info, rendezvous bookkeeping)
+    run on their own thread: the driver still reaches a rank blocked in a collective.
     """
 
-    def __init__(self, factory: Callable[[RankInfo], Any], rank: int, world_size: int,
-                 bundle_index: int, local_rank: int, device: str) -> None:
+    def __init__(self, rank: int, world_size: int, bundle_index: int, local_rank: int,
+                 device: str) -> None:
         self._info = RankInfo(rank, world_size, bundle_index, local_rank,
                               node_id=ray.get_runtime_context().get_node_id(),
                               node_ip=ray.util.get_node_ip_address())
-        self._device = device
         if device == "gpu":
-            _bind_local_gpu(local_rank)
+            # Ray gives each rank one GPU of its bundle; exposing exactly that one (even if the
+            # operator turned off Ray's own CUDA_VISIBLE_DEVICES handling) makes it cuda:0.
+            # LOCAL_RANK is the torchrun convention libraries read for the local index.
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ray.get_gpu_ids())
+            os.environ["LOCAL_RANK"] = str(local_rank)
         self._phase = rendezvous.IDLE
-        self._worker = factory(self._info)
+        self._worker: Any = None
 
-    @ray.method(concurrency_group=_CONTROL)
-    def info(self) -> RankInfo:
+    def start(self, factory: Callable[[RankInfo], Any]) -> RankInfo:
+        self._worker = factory(self._info)
         return self._info
 
     @ray.method(concurrency_group=_CONTROL)
@@ -147,9 +148,7 @@ class RankActor:
         self._phase = rendezvous.JOINING
         try:
             if backend == "nccl":
-                import torch  # the current CUDA device is per thread: set it where work runs
-
-                torch.cuda.set_device(0)
+                torch.cuda.set_device(0)  # per thread: this is the thread worker calls run on
             rendezvous.join(address, self._info.rank, self._info.world_size, backend, timeout_s)
         except BaseException:
             self._phase = rendezvous.FAILED
@@ -163,22 +162,11 @@ class RankActor:
         return getattr(self._worker, method)(*args, **kwargs)
 
 
-def _bind_local_gpu(local_rank: int) -> None:
-    # Ray gives each rank actor one GPU of its bundle; making exactly that one visible (even when
-    # the operator disabled Ray's own CUDA_VISIBLE_DEVICES handling) means a rank's device is
-    # always cuda:0. LOCAL_RANK is the torchrun convention libraries read for the local index.
-    gpu_ids = ray.get_gpu_ids()
-    if gpu_ids:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
-    os.environ["LOCAL_RANK"] = str(local_rank)
-
-
 class EngineGroup:
     """A placement group plus one `RankActor` per rank: one model instance's processes."""
 
     def __init__(self, spec: GroupSpec, placement_group: PlacementGroup, owns_group: bool,
-                 actors: Sequence[ActorHandle], name: str) -> None:
-        # Use `create`; this only records what it built.
+                 actors: Sequence[ActorHandle], name: str) -> None:  # use `create`
         self.spec = spec
         self.placement_group = placement_group
         self.name = name
@@ -202,9 +190,8 @@ class EngineGroup:
         Without `placement_group` the group creates its own, named `<name>-<8 hex digits>`, and
         removes it on shutdown; with one (e.g. a Serve replica's
         `ray.util.get_current_placement_group()`), bundle i hosts the ranks of node i and must
-        have room for them. Raises `PlacementError` if the
-        bundles cannot be placed and `RankFailedError` if a rank does not start, both within
-        `start_timeout_s`.
+        have room for them. Raises `PlacementError` if the bundles cannot be placed and
+        `RankFailedError` if a rank does not start, both within `start_timeout_s`.
         """
         deadline = time.monotonic() + start_timeout_s
         owns_group = placement_group is None
@@ -231,27 +218,23 @@ class EngineGroup:
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group, placement_group_bundle_index=bundle),
                 **options,
-            ).remote(worker_factory, rank, spec.world_size, bundle, local_rank, spec.device)
+            ).remote(rank, spec.world_size, bundle, local_rank, spec.device)
             for rank, (bundle, local_rank) in enumerate(rank_layout(spec))
         ]
         group = cls(spec, placement_group, owns_group, actors, name)
         try:
             remaining = max(0.0, deadline - time.monotonic())
-            group.ranks = group.get([a.info.remote() for a in actors], remaining)
+            group.ranks = group.get([a.start.remote(worker_factory) for a in actors], remaining)
         except RankFailedError as e:
             group.shutdown()
-            raise RankFailedError(
-                f"engine group {name!r} did not start: {e} (each rank needs "
-                f"{_rank_resources(spec)} in its bundle; the factory runs in the rank)",
-                e.ranks, e.node_ips) from e
+            need = f"CPU={spec.cpus_per_rank}" + (", GPU=1" if spec.device == "gpu" else "")
+            hint = f" (pending? each rank needs {need} in its bundle)" if e.timed_out else ""
+            raise RankFailedError(f"engine group {name!r} did not start: {e}{hint}",
+                                  e.ranks, e.node_ips, e.timed_out) from e
         except BaseException:
             group.shutdown()
             raise
         return group
-
-    @property
-    def world_size(self) -> int:
-        return self.spec.world_size
 
     @property
     def actors(self) -> tuple[ActorHandle, ...]:
@@ -264,9 +247,9 @@ class EngineGroup:
 
     def call_each(self, method: str, per_rank_args: Sequence[tuple]) -> list[ray.ObjectRef]:
         """Call `worker.<method>(*per_rank_args[i])` on rank i; refs in rank order."""
-        if len(per_rank_args) != self.world_size:
+        if len(per_rank_args) != self.spec.world_size:
             raise ValueError(f"call_each({method!r}) got {len(per_rank_args)} argument tuples "
-                             f"for {self.world_size} ranks")
+                             f"for {self.spec.world_size} ranks")
         pairs = zip(self._actors, per_rank_args, strict=True)
         return [a.execute.remote(method, *args) for a, args in pairs]
 
@@ -277,8 +260,9 @@ class EngineGroup:
         without waiting for the others, which may be blocked in a collective with it. Ranks
         still unanswered after `timeout_s` raise `RankFailedError` naming them.
         """
-        if len(refs) != self.world_size:
-            raise ValueError(f"get() expects one ref per rank ({self.world_size}), got {len(refs)}")
+        if len(refs) != self.spec.world_size:
+            raise ValueError(f"get() expects one ref per rank, got {len(refs)} refs for "
+                             f"{self.spec.world_size} ranks")
         rank_of = {ref: r for r, ref in enumerate(refs)}
         results: list[Any] = [None] * len(refs)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -291,7 +275,7 @@ class EngineGroup:
                 ips = self._ips(late)
                 raise RankFailedError(
                     f"rank(s) {late} on node(s) {', '.join(sorted(set(ips)))} did not answer "
-                    f"within {timeout_s:.1f} s (still running: busy or hung)", late, ips)
+                    f"within {timeout_s:.1f} s (still running: busy or hung)", late, ips, True)
             if pending:  # collect everything already done in one go, not one wait per rank
                 more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
                 ready += more
@@ -305,7 +289,7 @@ class EngineGroup:
         rank that does not join in time raises `rendezvous.RendezvousError` naming it."""
         if self._distributed:
             raise RuntimeError(f"engine group {self.name!r} already has a distributed world")
-        rendezvous.rendezvous(self._actors, self.ranks,
+        rendezvous.form_world(self._actors, self.ranks,
                               backend or rendezvous.backend_for(self.spec.device), timeout_s)
         self._distributed = True
 
@@ -349,13 +333,14 @@ class EngineGroup:
             return ray.get(ref)
         except ray.exceptions.RayError as e:
             ip = self._ips([rank])[0]
+            ray_says = " ".join(str(e).split())  # Ray's account spans lines; logs want one
             if isinstance(e, ray.exceptions.ActorDiedError):
                 self._failed = True
-                what = f"died: {_one_line(e)}"
+                what = f"died: {ray_says}"
             elif isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None:
                 what = f"raised {type(e.cause).__name__}: {e.cause}"
             else:  # unreachable actor, lost result, task killed for memory, ...
-                what = f"failed: {_one_line(e)}"
+                what = f"failed: {ray_says}"
             raise RankFailedError(f"rank {rank} on node {ip} {what}", [rank], [ip]) from e
 
     def _ips(self, ranks: Sequence[int]) -> list[str]:
@@ -365,18 +350,6 @@ class EngineGroup:
         nodes = _bundle_node_ips(self.placement_group)
         layout = rank_layout(self.spec)
         return [nodes.get(layout[r][0], "unknown") for r in ranks]
-
-
-def _one_line(e: Exception) -> str:
-    # Ray explains a death over several lines (actor id, pid, ip, reason); logs want one.
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-
-
-def _rank_resources(spec: GroupSpec) -> dict[str, float]:
-    need = {"CPU": spec.cpus_per_rank}
-    if spec.device == "gpu":
-        need["GPU"] = 1.0
-    return need
 
 
 def _check_bundles(pg: PlacementGroup, spec: GroupSpec) -> None:
@@ -398,18 +371,18 @@ def _wait_placed(pg: PlacementGroup, spec: GroupSpec, timeout_s: float) -> None:
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if ready:
         return
-    placed = _bundle_node_ips(pg)
-    bundles = pg.bundle_specs
+    placed, bundles = _bundle_node_ips(pg), pg.bundle_specs
+    strategy = placement_group_table(pg).get("strategy", group_strategy(spec))
     unplaced = [i for i in range(len(bundles)) if i not in placed]
     wanted = ", ".join(f"{i}: {bundles[i]}" for i in unplaced)
     nodes = "; ".join(f"{n['NodeManagerAddress']} {_short(n['Resources'])}"
                       for n in ray.nodes() if n["Alive"])
+    spread = ", every bundle on its own node" if "SPREAD" in strategy else ""
     raise PlacementError(
         f"could not place {len(unplaced)} of {len(bundles)} bundle(s) within {timeout_s:.0f} s "
-        f"({group_strategy(spec)}, every bundle on its own node): {wanted}. Alive nodes (total "
-        f"resources, some may be held by other groups): {nodes}. Add nodes, or lower "
-        f"GroupSpec.nodes / ranks_per_node / cpus_per_rank, or check node_resource="
-        f"{spec.node_resource!r}", unplaced)
+        f"({strategy}{spread}): {wanted}. Alive nodes (total resources, some may be held by "
+        f"other groups): {nodes}. Add nodes, or lower GroupSpec.nodes / ranks_per_node / "
+        f"cpus_per_rank, or check node_resource={spec.node_resource!r}", unplaced)
 
 
 def _bundle_node_ips(pg: PlacementGroup) -> dict[int, str]:
@@ -421,7 +394,6 @@ def _bundle_node_ips(pg: PlacementGroup) -> dict[int, str]:
 
 
 def _short(resources: Mapping[str, float]) -> dict[str, float]:
-    # Ray lists internal per-node and per-group keys; an operator cares about the real ones.
-    return {k: v for k, v in resources.items()
-            if not k.startswith("node:") and "_group_" not in k and k != "object_store_memory"
-            and k != "memory"}
+    # Ray lists internal per-node, per-group and memory keys; an operator wants the rest.
+    hidden = ("node:", "memory", "object_store_memory")
+    return {k: v for k, v in resources.items() if not k.startswith(hidden) and "_group_" not in k}

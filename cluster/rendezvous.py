@@ -5,7 +5,7 @@ A rank that never joins would leave the others blocked inside `init_process_grou
 nothing said; instead the driver watches each rank's progress and raises `RendezvousError`
 naming the ranks (and their nodes) that held the world back.
 
-The per-rank functions (`pick_address`, `join`, `destroy`) run inside rank actors; `rendezvous`
+The per-rank functions (`pick_address`, `join`, `destroy`) run inside rank actors; `form_world`
 runs on the driver over actors that expose them (see `cluster.placement.RankActor`).
 """
 
@@ -84,7 +84,7 @@ def destroy() -> None:
         dist.destroy_process_group()
 
 
-def rendezvous(actors: Sequence[ActorHandle], ranks: Sequence[RankInfo], backend: str,
+def form_world(actors: Sequence[ActorHandle], ranks: Sequence[RankInfo], backend: str,
                timeout_s: float) -> str:
     """Driver side: form the world of `actors` (rank order) and return its address.
 
@@ -96,9 +96,13 @@ def rendezvous(actors: Sequence[ActorHandle], ranks: Sequence[RankInfo], backend
     address = _rank0_address(actors[0], ranks[0], timeout_s)
     refs = [a.join.remote(address, backend, timeout_s) for a in actors]
     waiting, errors = _wait_joined(refs, deadline)
-    if not waiting and not errors:
-        return address
-    phases = _phases(actors)
+    if waiting or errors:
+        raise _diagnose(address, backend, timeout_s, ranks, _phases(actors), waiting, errors)
+    return address
+
+
+def _diagnose(address: str, backend: str, timeout_s: float, ranks: Sequence[RankInfo],
+              phases: list[str], waiting: set[int], errors: dict[int, str]) -> RendezvousError:
     missing = sorted(waiting | set(errors))
     never_started = [r for r in missing if phases[r] not in (JOINING, JOINED, FAILED)]
     failed = [r for r in missing if r in errors]
@@ -114,18 +118,18 @@ def rendezvous(actors: Sequence[ActorHandle], ranks: Sequence[RankInfo], backend
         return f"rank {r} (node {ranks[r].node_ip})"
 
     parts = [f"{who(r)} did not join: {why(r)}" for r in culprits]
-    parts += [f"{who(r)} failed: {errors[r]}" for r in missing if r in errors and r not in culprits]
-    waiting = [r for r in missing if r not in culprits and r not in errors]
-    if waiting:
-        parts.append(f"ranks {waiting} were waiting for them")
+    parts += [f"{who(r)} failed: {errors[r]}" for r in failed if r not in culprits]
+    bystanders = [r for r in missing if r not in culprits and r not in errors]
+    if bystanders:
+        parts.append(f"ranks {bystanders} were waiting for them")
     if not never_started and not failed:
         hint = (f"Every rank started but they could not connect: check that all nodes reach "
                 f"{address} and set GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME in the group's env")
     else:
         hint = ("Shut the group down and create it again; raise timeout_s if ranks are merely "
                 "slow to reach the rendezvous")
-    raise RendezvousError(
-        f"torch.distributed rendezvous at {address} ({backend}, {len(actors)} ranks) did not "
+    return RendezvousError(
+        f"torch.distributed rendezvous at {address} ({backend}, {len(ranks)} ranks) did not "
         f"complete within {timeout_s:.1f} s: " + "; ".join(parts) + f". {hint}",
         culprits, [ranks[r].node_ip for r in culprits], address)
 
@@ -180,4 +184,4 @@ def _reason(e: ray.exceptions.RayError) -> str:
     cause = getattr(e, "cause", None)
     if isinstance(e, ray.exceptions.RayTaskError) and cause is not None:
         return f"{type(cause).__name__}: {cause}"
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return " ".join(str(e).split())

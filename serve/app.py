@@ -9,7 +9,7 @@ from ray import serve
 from ray.serve import Application
 
 from serve.config import R1ServeConfig
-from serve.engine.deployment import EngineDeployment, engine_bundles
+from serve.engine.deployment import EngineDeployment, replica_placement
 
 
 def api_settings(config: R1ServeConfig):
@@ -55,18 +55,12 @@ def _scaling(config: R1ServeConfig) -> dict[str, Any]:
 def build_app(config: R1ServeConfig) -> Application:
     """The application `serve.run` deploys; the same for `up`, `deploy` and Ray jobs."""
     e = config.engine
-    bundles, strategy = engine_bundles(config)
-    placement: dict[str, Any] = {"ray_actor_options": {"num_cpus": bundles[0].get("CPU", 1.0)}}
-    if len(bundles) > 1 or "GPU" in bundles[0]:
-        placement = {"placement_group_bundles": bundles, "placement_group_strategy": strategy,
-                     "ray_actor_options": {"num_cpus": 1.0 if "GPU" in bundles[0] else
-                                           bundles[0]["CPU"]}}
     engine = serve.deployment(EngineDeployment, name="EngineDeployment").options(
         max_ongoing_requests=e.max_running * 4,
         graceful_shutdown_timeout_s=config.drain.deadline_s,
         graceful_shutdown_wait_loop_s=1.0,
         health_check_period_s=5.0,
-        **placement, **_scaling(config),
+        **replica_placement(config), **_scaling(config),
     ).bind(config.model_dump())
     ingress = serve.deployment(OpenAIIngress, name="OpenAIIngress").options(
         max_ongoing_requests=config.api.max_in_flight * 2,

@@ -119,7 +119,7 @@ def _generate_with(ns: argparse.Namespace, engine) -> int:
 def _load_config(path: str | None):
     from serve.config import R1ServeConfig
 
-    return R1ServeConfig.from_yaml(path) if path else R1ServeConfig()
+    return R1ServeConfig.from_yaml(path) if path else R1ServeConfig.local_default()
 
 
 def _up(ns: argparse.Namespace) -> int:

@@ -131,6 +131,25 @@ class R1ServeConfig(_Section):
     observability: ObservabilitySection = Field(default_factory=ObservabilitySection)
     app_name: str = Field("r1serve", description="Ray Serve application name.")
 
+    @model_validator(mode="after")
+    def _check(self) -> R1ServeConfig:
+        e = self.engine
+        if self.model.backend == "reference" and e.ep_size % e.nodes_per_replica:
+            raise ValueError(f"engine.ep_size ({e.ep_size}) must be a multiple of "
+                             f"engine.nodes_per_replica ({e.nodes_per_replica}): the reference "
+                             "engine puts the same number of ranks on every node")
+        return self
+
+    @classmethod
+    def local_default(cls) -> R1ServeConfig:
+        """What `r1serve up` runs with no config: the tiny model, one replica of two
+        expert-parallel ranks on this machine (configs/local-tiny.yaml says the same)."""
+        return cls.from_dict({
+            "model": {"context_length": 4096},
+            "engine": {"devices_per_node": 2, "ep_size": 2, "kv_pages": 1024},
+            "api": {"max_tokens_cap": 2048},
+        })
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> R1ServeConfig:
         try:

@@ -109,9 +109,9 @@ class ChatRenderer:
             tail = c.splitter.flush()
             part = ReasoningDelta(part.reasoning + tail.reasoning, part.content + tail.content)
             c.finish_reason = delta.finish_reason
-            completion = (delta.usage.completion_tokens if delta.usage
-                          else c.splitter.completion_tokens)
-            c.usage.record(delta.usage, completion - c.splitter.answer_tokens)
+            seen = c.splitter.completion_tokens
+            completion = delta.usage.completion_tokens if delta.usage else seen
+            c.usage.record(delta.usage, seen, completion - c.splitter.answer_tokens)
         lps = (delta.logprobs or ()) if self._top is not None else ()
         if not self._stream:
             c.reasoning.append(part.reasoning)

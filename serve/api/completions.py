@@ -67,6 +67,7 @@ class _Choice:
     text: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     chars: int = 0  # text emitted so far, for logprobs' text offsets
+    tokens: int = 0
     finish_reason: str | None = None
 
 
@@ -85,9 +86,10 @@ class CompletionRenderer:
 
     def push(self, index: int, delta: TokenDelta) -> list[BaseModel]:
         c = self._choices[index]
+        c.tokens += len(delta.token_ids)
         if delta.finish_reason is not None:
             c.finish_reason = delta.finish_reason
-            c.usage.record(delta.usage)
+            c.usage.record(delta.usage, c.tokens)
         lps = (delta.logprobs or ()) if self._top is not None else ()
         offset = c.chars
         c.chars += len(delta.text)

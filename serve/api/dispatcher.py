@@ -99,6 +99,9 @@ class Dispatcher:
         except _ClientGone:
             finish(CLIENT_CLOSED)
             return Response(status_code=CLIENT_CLOSED)
+        except asyncio.CancelledError:  # the server is going away with the request
+            finish(CLIENT_CLOSED)
+            raise
         except R1ServeError as e:
             finish(e.status_code)
             raise

@@ -291,10 +291,11 @@ class _Chunk(BaseModel):
     usage: UsageInfo | None = None
 
     @model_serializer(mode="wrap")
-    def _drop_absent_usage(self, handler: Any) -> dict[str, Any]:
+    def _usage_last_if_any(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
-        if data.get("usage") is None:
-            data.pop("usage", None)
+        usage = data.pop("usage", None)
+        if usage is not None:
+            data["usage"] = usage
         return data
 
 

@@ -19,9 +19,12 @@ class ChoiceUsage:
     completion_tokens: int = 0
     reasoning_tokens: int = 0
 
-    def record(self, usage: Usage | None, reasoning_tokens: int = 0) -> None:
-        """Take the engine's counts from the final delta, and the reasoning split's."""
-        if usage is not None:
+    def record(self, usage: Usage | None, tokens_seen: int, reasoning_tokens: int = 0) -> None:
+        """Take the engine's counts from the final delta (or, if it sent none, the tokens the
+        ingress saw), and the reasoning split's."""
+        if usage is None:
+            self.completion_tokens = tokens_seen
+        else:
             self.prompt_tokens = usage.prompt_tokens
             self.cached_tokens = usage.cached_tokens
             self.completion_tokens = usage.completion_tokens

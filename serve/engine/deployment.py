@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
+from typing import Any
 
 from serve.config import R1ServeConfig
 from serve.engine.base import Engine, EngineStats, GenerationRequest, TokenDelta
@@ -21,6 +22,20 @@ def engine_bundles(config: R1ServeConfig) -> tuple[list[dict[str, float]], str]:
     if key == "GPU":  # the replica process itself runs on the first node's CPUs
         bundles[0]["CPU"] = 1.0
     return bundles, "STRICT_SPREAD" if e.nodes_per_replica > 1 else "STRICT_PACK"
+
+
+def replica_placement(config: R1ServeConfig) -> dict[str, Any]:
+    """Serve deployment options that place one replica: a plain actor for a single-process
+    engine, else a placement group whose bundles the engine's rank actors fill."""
+    e = config.engine
+    bundles, strategy = engine_bundles(config)
+    if config.model.backend == "reference" and e.ep_size == 1 and e.nodes_per_replica == 1:
+        return {"ray_actor_options": {"num_cpus": float(e.devices_per_node)}}
+    # A reference replica only schedules; its ranks hold the CPUs. An SGLang replica hosts
+    # the tokenizer manager and needs a CPU of its own.
+    replica_cpus = 1.0 if config.model.backend == "sglang" else 0.0
+    return {"placement_group_bundles": bundles, "placement_group_strategy": strategy,
+            "ray_actor_options": {"num_cpus": replica_cpus}}
 
 
 class EngineDeployment:

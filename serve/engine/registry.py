@@ -40,14 +40,29 @@ def _reference(config: R1ServeConfig) -> Engine:
     from serve.engine.reference.engine import EngineConfig, ReferenceEngine
 
     e = config.engine
-    if e.ep_size != 1 or e.nodes_per_replica != 1:
-        raise ConfigError(
-            f"engine.ep_size={e.ep_size}, engine.nodes_per_replica={e.nodes_per_replica}: the "
-            "reference engine in this version runs one rank on one node; set both to 1")
-    return ReferenceEngine.from_checkpoint(model_path(config), EngineConfig(
+    engine_config = EngineConfig(
         page_size=e.page_size, kv_pages=e.kv_pages, max_running=e.max_running,
         max_batched_tokens=e.max_batched_tokens, max_model_len=config.model.context_length,
-        prefix_cache=e.prefix_cache))
+        prefix_cache=e.prefix_cache)
+    if e.ep_size == 1 and e.nodes_per_replica == 1:
+        return ReferenceEngine.from_checkpoint(model_path(config), engine_config)
+    import ray
+
+    from serve.engine.reference.ep_engine import start_ep_engine
+
+    ranks_per_node = e.ep_size // e.nodes_per_replica
+    return start_ep_engine(
+        model_path(config), engine_config, ep=e.ep_size, nodes=e.nodes_per_replica,
+        placement_group=ray.util.get_current_placement_group(),
+        cpus_per_rank=e.devices_per_node / ranks_per_node, env=_network_env())
+
+
+def _network_env() -> dict[str, str]:
+    """Interface settings for torch.distributed, passed from this process to the ranks."""
+    import os
+
+    names = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_GID_INDEX", "NCCL_DEBUG")
+    return {n: os.environ[n] for n in names if n in os.environ}
 
 
 def _sglang(config: R1ServeConfig) -> Engine:

@@ -309,12 +309,13 @@ class ReferenceEngine(Engine):
     def _finish(self, request_id: str, reason: str, delta: TokenDelta) -> None:
         seq, _, rank = self._live.pop(request_id)
         self.schedulers[rank].finish(seq)
-        self._post(request_id, delta)
-        with self._cv:
-            self._streams.pop(request_id, None)
+        with self._cv:  # gone before the caller sees the end, so its id is free for reuse
+            stream = self._streams.pop(request_id, None)
+        self._post(request_id, delta, stream)
 
-    def _post(self, request_id: str, item: TokenDelta | BaseException) -> None:
-        stream = self._streams.get(request_id)
+    def _post(self, request_id: str, item: TokenDelta | BaseException,
+              stream: _Stream | None = None) -> None:
+        stream = stream or self._streams.get(request_id)
         if stream is None:
             return
         try:

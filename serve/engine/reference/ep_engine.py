@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from cluster.placement import EngineGroup, GroupSpec
 
 from cluster.expert_placement import ExpertPlacement, contiguous
+from cluster.placement import EngineGroup, GroupSpec
 from serve.engine.reference.checkpoint import load_model_args
 from serve.engine.reference.engine import EngineConfig, ReferenceEngine
 from serve.engine.reference.executor import ModelExecutor

@@ -92,7 +92,6 @@ PROFILES: Mapping[str, Profile] = _frozen({p.name: p for p in (
             "chunked_prefill_size": 4096,  # per DP rank
             "cuda_graph_max_bs_decode": 128,  # per DP rank
             "dist_timeout": 3600,
-            "moe_a2a_backend": "deepep",
             "deepep_mode": "auto",  # normal kernels for prefill, low-latency for decode
             "enable_eplb": True,
             "ep_num_redundant_experts": 32,

@@ -5,12 +5,14 @@ not, and the ingress's in-flight counts return to zero."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
 
 from serve.api.engine_client import LocalEngineClient
 from serve.api.ingress import ApiSettings, build_openai_app
+from serve.engine.base import EngineStats, GenerationRequest, TokenDelta
 from serve.engine.reference.engine import EngineConfig, ReferenceEngine
 
 SERVED = "deepseek-r1-tiny"
@@ -46,9 +48,10 @@ def engine_idle(engine: ReferenceEngine) -> bool:
 
 
 def ingress_idle(server) -> bool:
-    metrics = server.app.state.metrics
+    text = httpx2.get(f"{server.url}/metrics").text
     return (server.app.state.admission.in_flight == 0
-            and metrics.in_flight._value.get() == 0 and metrics.waiting._value.get() == 0)
+            and "r1serve_api_requests_in_flight 0.0" in text
+            and "r1serve_api_queue_depth 0.0" in text)
 
 
 def test_streaming_client_disconnect_aborts_and_frees_pages(server, engine, wait_until):
@@ -74,3 +77,44 @@ def test_non_streaming_client_disconnect_aborts_and_frees_pages(server, engine, 
     assert wait_until(lambda: ingress_idle(server))
     text = httpx2.get(f"{server.url}/metrics").text
     assert 'r1serve_api_requests_total{endpoint="chat",status="499"} 1.0' in text
+
+
+class WaitingClient:
+    """An engine whose requests never produce a token: they wait in its queue."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.closed: list[str] = []
+        self.aborted: list[str] = []
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+        self.started.append(request.request_id)
+        try:
+            await asyncio.Event().wait()
+            yield TokenDelta(request.request_id, (), "")  # never reached
+        finally:
+            self.closed.append(request.request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    async def health(self) -> None:
+        pass
+
+    async def replica_stats(self) -> dict[str, EngineStats]:
+        return {}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_disconnect_before_the_first_token_aborts(serve_app, tiny_tokenizer, wait_until,
+                                                  stream):
+    client = WaitingClient()
+    settings = ApiSettings(served_model_name=SERVED, context_length=1024, max_tokens_cap=1000)
+    server = serve_app(build_openai_app(client, tiny_tokenizer, settings))
+    with pytest.raises(httpx2.ReadTimeout):
+        httpx2.post(f"{server.url}/v1/chat/completions", timeout=0.5,
+                    json={**LONG, "stream": stream, "n": 2})
+    assert len(client.started) == 2
+    assert wait_until(lambda: sorted(client.closed) == sorted(client.started))
+    assert wait_until(lambda: sorted(client.aborted) == sorted(client.started))
+    assert wait_until(lambda: ingress_idle(server))

@@ -99,6 +99,7 @@ def test_unhonourable_values_are_refused_by_name(fields, param):
     {"stream": True, "stream_options": {"include_usage": True}},
     {"user": "u", "metadata": {"k": "v"}, "seed": 3},
     {"max_tokens": 5, "max_completion_tokens": 5},
+    {"stream": None, "n": None, "logprobs": None, "top_logprobs": None, "stop": None},
     {"messages": [{"role": "assistant", "content": "x", "reasoning_content": "old"}]},
 ])
 def test_no_op_values_are_accepted(fields):

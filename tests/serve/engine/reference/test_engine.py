@@ -202,7 +202,8 @@ def test_abort_and_disconnect_free_pages_at_once(loaded):
             await agen.aclose()
             for _ in range(200):
                 await asyncio.sleep(0.01)
-                if engine.schedulers[0].allocator.num_free == 64 and not engine.schedulers[0].has_work():
+                scheduler = engine.schedulers[0]
+                if scheduler.allocator.num_free == 64 and not scheduler.has_work():
                     return True
             return False
         finally:

@@ -1,0 +1,85 @@
+"""Workloads to replay: the Mooncake conversation trace and a synthetic reasoning workload.
+
+Prefix structure is carried as block ids (one per `BLOCK_TOKENS` tokens of the prompt), equal ids
+meaning an identical prefix up to and including that block, as in the Mooncake trace.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+from serve.autoscaling.replica_model import SimRequest
+
+BLOCK_TOKENS = 512
+MOONCAKE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces" / \
+    "mooncake_conversation_trace.jsonl"
+
+
+def r1_output_tokens(rng: random.Random, median: float = 3000.0, sigma: float = 0.9,
+                     cap: int = 32768) -> int:
+    """An R1-like output length: reasoning runs to thousands of tokens, log-normal with a
+    heavy tail, cut at the 32K max_tokens R1 is served with."""
+    return max(16, min(cap, round(median * math.exp(rng.gauss(0.0, sigma)))))
+
+
+def load_mooncake(path: Path | str = MOONCAKE, *, limit: int | None = None,
+                  time_scale: float = 1.0, r1_outputs: bool = False, seed: int = 0,
+                  max_tokens: int = 32768) -> list[SimRequest]:
+    """The trace's requests in arrival order (timestamps in ms, divided by `time_scale`);
+    with `r1_outputs`, output lengths are drawn from `r1_output_tokens` instead."""
+    rng = random.Random(seed)
+    out: list[SimRequest] = []
+    with open(path) as f:
+        for i, line in enumerate(f):
+            if limit is not None and i >= limit:
+                break
+            rec = json.loads(line)
+            n_out = r1_output_tokens(rng) if r1_outputs else max(1, int(rec["output_length"]))
+            out.append(SimRequest(
+                rid=i, arrival=rec["timestamp"] / 1000.0 / time_scale,
+                prompt_tokens=int(rec["input_length"]), output_tokens=n_out,
+                blocks=tuple(int(h) for h in rec["hash_ids"]),
+                max_tokens=max_tokens if r1_outputs else max(n_out, 4096)))
+    out.sort(key=lambda r: (r.arrival, r.rid))
+    return out
+
+
+def synthetic_reasoning(*, sessions: int = 200, session_rate_per_s: float = 0.5,
+                        mean_turns: float = 3.0, think_gap_s: float = 60.0,
+                        system_prompts: int = 4, seed: int = 0) -> list[SimRequest]:
+    """Multi-turn reasoning chats: sessions start as a Poisson process; each turn's prompt is
+    the previous prompt plus the previous answer (R1's template drops the reasoning) plus a new
+    user message, so turns share a growing prefix; outputs are `r1_output_tokens`."""
+    rng = random.Random(seed)
+    next_block = 1_000_000
+    systems = []
+    for _ in range(system_prompts):
+        n = rng.randint(1, 4) * BLOCK_TOKENS
+        systems.append((n, tuple(range(next_block, next_block + n // BLOCK_TOKENS))))
+        next_block += n // BLOCK_TOKENS
+    reqs: list[SimRequest] = []
+    t = 0.0
+    for s in range(sessions):
+        t += rng.expovariate(session_rate_per_s)
+        length, blocks = rng.choice(systems)
+        at = t
+        turns = 1 + int(rng.expovariate(1.0 / max(mean_turns - 1.0, 1e-9)))
+        answer = 0
+        for _ in range(turns):
+            keep = length // BLOCK_TOKENS  # full blocks survive into the next turn
+            length += answer + rng.randint(50, 3000)
+            n_blocks = math.ceil(length / BLOCK_TOKENS)
+            blocks = blocks[:keep] + tuple(range(next_block, next_block + n_blocks - keep))
+            next_block += n_blocks - keep
+            out = r1_output_tokens(rng)
+            reqs.append(SimRequest(rid=len(reqs), arrival=at, prompt_tokens=length,
+                                   output_tokens=out, blocks=blocks, session=f"s{s}"))
+            answer = min(out, rng.randint(200, 1500))
+            at += rng.expovariate(1.0 / think_gap_s) + out / 30.0  # read, think, reply
+    reqs.sort(key=lambda r: (r.arrival, r.rid))
+    for i, r in enumerate(reqs):
+        r.rid = i
+    return reqs
