@@ -110,8 +110,8 @@ class RankActor:
 
     The factory and every worker call run one at a time, in submission order (collectives must
     pair up across ranks), on one thread, so thread-local torch state the factory sets (grad
-    mode, CUDA device) holds for the calls. Control calls (ping, info, rendezvous bookkeeping)
-    run on their own thread: the driver still reaches a rank blocked in a collective.
+    mode, CUDA device) holds for the calls. Control calls (ping, rendezvous bookkeeping) run on
+    their own thread: the driver still reaches a rank blocked in a collective.
     """
 
     def __init__(self, rank: int, world_size: int, bundle_index: int, local_rank: int,
@@ -173,9 +173,7 @@ class EngineGroup:
         self.ranks: list[RankInfo] = []
         self._owns_group = owns_group
         self._actors = tuple(actors)
-        self._failed = False
-        self._distributed = False
-        self._closed = False
+        self._failed = self._distributed = self._closed = False
 
     @classmethod
     def create(cls, spec: GroupSpec, worker_factory: Callable[[RankInfo], Any], *,
@@ -303,8 +301,10 @@ class EngineGroup:
         for ref in ready:
             try:
                 ray.get(ref)
-            except ray.exceptions.RayActorError:
+            except ray.exceptions.ActorDiedError:
                 self._failed = True
+                return False
+            except ray.exceptions.RayActorError:  # unreachable now; may come back
                 return False
         return True
 

@@ -4,5 +4,6 @@ The package is a client: it imports nothing from `serve/` or `cluster/`. A run i
 
     workload (sessions of chat turns) → arrival process (a `Schedule` with due times)
     → `Runner` (one asyncio process) or `DistributedRunner` (Ray actors sharing one schedule)
-    → `RequestRecord`s → `Summary` (+ server `/metrics` deltas) → `result.json`, `summary.md`, plots.
+    → `RequestRecord`s → `Summary` (+ server `/metrics` deltas)
+    → `result.json`, `summary.md`, plots.
 """

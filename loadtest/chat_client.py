@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -72,7 +71,8 @@ class ChatClient:
                             break
                     error_kind, error = stream.verdict()
         except TimeoutError:
-            error_kind, error = "timeout", f"no complete response in {self._endpoint.request_timeout_s} s"
+            limit = self._endpoint.request_timeout_s
+            error_kind, error = "timeout", f"no complete response in {limit:g} s"
         except aiohttp.ClientConnectorError as e:
             error_kind, error = "connect", str(e)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as e:

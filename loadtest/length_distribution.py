@@ -14,7 +14,7 @@ LengthKind = Literal["fixed", "uniform", "lognormal", "pareto"]
 class LengthDistribution:
     """A distribution of token counts, clipped to [`minimum`, `maximum`].
 
-    - `fixed`: always `mean`.
+    - `fixed`: always `mean` (the bounds do not apply).
     - `uniform`: uniform on [`minimum`, `maximum`].
     - `lognormal`: median `mean`, log-space standard deviation `shape`.
     - `pareto`: Lomax (Pareto II) with tail index `shape` (> 1) scaled so the untruncated mean is
@@ -38,8 +38,8 @@ class LengthDistribution:
     def sample(self, rng: np.random.Generator, n: int) -> list[int]:
         """`n` lengths drawn from `rng`."""
         if self.kind == "fixed":
-            raw = np.full(n, float(self.mean))
-        elif self.kind == "uniform":
+            return [self.mean] * n
+        if self.kind == "uniform":
             raw = rng.uniform(self.minimum, self.maximum + 1, n)
         elif self.kind == "lognormal":
             raw = rng.lognormal(np.log(self.mean), self.shape, n)

@@ -76,12 +76,13 @@ class Summary:
         return out
 
 
-def summarize(records: Iterable[RequestRecord], slo: Slo = Slo(),
+def summarize(records: Iterable[RequestRecord], slo: Slo | None = None,
               percentiles: Sequence[float] = DEFAULT_PERCENTILES,
               offered_load: float | None = None) -> Summary:
     """Aggregate `records` (from one worker or merged from many: everything is computed from
     the raw per-request samples, so merging is exact)."""
     records = list(records)
+    slo = slo or Slo()
     sent = [r for r in records if r.error_kind != NOT_SENT]
     done = [r for r in sent if r.ok]
     duration = (max(r.end_s for r in sent) - min(r.sent_s for r in sent)) if sent else 0.0

@@ -138,7 +138,8 @@ def _status(ns: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    ray.init(address=ns.address or "auto", logging_level=logging.WARNING)
+    ray.init(address=ns.address or "auto", logging_level=logging.WARNING,
+             ignore_reinit_error=True)
     status = serve.status()
     if not status.applications:
         print("no Serve applications are running")
@@ -216,6 +217,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_eplb_parser(sub)
     add_plan_parser(sub)
+
+    from serve.k8s.commands import add_k8s_parser
+
+    add_k8s_parser(sub)
     return p
 
 

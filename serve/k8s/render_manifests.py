@@ -19,7 +19,14 @@ from typing import Any
 
 from serve.config import R1ServeConfig
 from serve.errors import R1ServeError
-from serve.k8s.helm import CHART_DIR, PROFILES, REPO_ROOT, RenderRequest, render_text, split_by_source
+from serve.k8s.helm import (
+    CHART_DIR,
+    PROFILES,
+    REPO_ROOT,
+    RenderRequest,
+    render_text,
+    split_by_source,
+)
 
 MANIFESTS_DIR = REPO_ROOT / "k8s"
 SCHEMA_PATH = CHART_DIR / "values.schema.json"
@@ -69,7 +76,7 @@ def drift(helm: str | None = None) -> list[str]:
             problems.append(str(path.relative_to(REPO_ROOT)))
     for path in _rendered_files():
         if path not in expected:
-            problems.append(f"{path.relative_to(REPO_ROOT)} (stale: the chart renders no such file)")
+            problems.append(f"{path.relative_to(REPO_ROOT)} (stale: no longer rendered)")
     return sorted(problems)
 
 

@@ -12,10 +12,14 @@ ROUTER_CLASS = "serve.routing.prefix_aware_router.PrefixAwareRouter"
 class RouterKnobs:
     """What the cost of sending a request to a replica weighs, in prefill-token units.
 
-    cost = uncached prompt tokens + queued prefill tokens
+    cost = uncached prompt tokens - (cache_hit_weight - 1) * cached prompt tokens
+           + queued prefill tokens
            + decode_cost_per_token * outstanding decode tokens + KV-pressure penalty
     """
 
+    # A predicted cached prompt token is worth this many computed ones: a hit also spares the
+    # fleet a second copy of the prefix, so later turns of the conversation hit too.
+    cache_hit_weight: float = 4.0  # tuned on the Mooncake replay (benchmarks/router_replay.py)
     # One outstanding decode token costs this many prefill tokens of delay. Decode is batched, so
     # a token of it slows a new request far less than a token of prefill ahead of it.
     decode_cost_per_token: float = 0.05
@@ -39,6 +43,7 @@ class RouterKnobs:
 
     def __post_init__(self) -> None:
         checks = [
+            ("cache_hit_weight", self.cache_hit_weight >= 0),
             ("decode_cost_per_token", self.decode_cost_per_token >= 0),
             ("kv_penalty_tokens", self.kv_penalty_tokens >= 0),
             ("kv_soft_limit", 0 < self.kv_soft_limit < 1),

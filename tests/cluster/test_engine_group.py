@@ -157,6 +157,15 @@ def test_worker_exception_names_the_rank(group: EngineGroup) -> None:
     assert group.healthy()  # a worker raising is not a dead rank
 
 
+def test_silent_rank_times_out_by_name(group: EngineGroup) -> None:
+    refs = group.call_each("sleep", [(0,), (3,), (0,), (0,)])
+    with pytest.raises(RankFailedError, match=r"rank\(s\) \[1\].*did not answer") as info:
+        group.get(refs, timeout_s=1)
+    assert info.value.ranks == (1,) and info.value.timed_out
+    assert group.healthy()  # busy is not dead: the ping is answered beside the long call
+    group.get(refs, timeout_s=10)  # leave the shared group idle for the next test
+
+
 def test_rank_that_never_joins_is_named(two_nodes: Cluster) -> None:
     with EngineGroup.create(SPEC, CollectiveWorker, start_timeout_s=60) as g:
         g.call_each("sleep", [(0,), (0,), (0,), (60,)])  # rank 3 is busy elsewhere
@@ -189,20 +198,12 @@ def test_dead_rank_fails_fast_and_the_cluster_recovers(two_nodes: Cluster) -> No
         assert fresh.healthy()
         fresh.init_distributed("gloo", timeout_s=30)
         assert fresh.get(fresh.call("all_reduce_sum", 2.0), timeout_s=20) == [8.0] * 4
-
-
-def test_silent_rank_times_out_by_name(two_nodes: Cluster) -> None:
-    with EngineGroup.create(SPEC, CollectiveWorker, start_timeout_s=60) as g:
-        refs = g.call_each("sleep", [(0,), (30,), (0,), (0,)])
-        with pytest.raises(RankFailedError, match=r"rank\(s\) \[1\].*did not answer") as info:
-            g.get(refs, timeout_s=2)
-        assert info.value.ranks == (1,)
-        assert g.healthy()  # busy is not dead: the ping is answered beside the long call
-        ray.kill(g.actors[1], no_restart=True)
+        # With no call in flight, only the ping notices a dead rank.
+        ray.kill(fresh.actors[3], no_restart=True)
         deadline = time.monotonic() + 10
-        while g.healthy() and time.monotonic() < deadline:
+        while fresh.healthy() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not g.healthy()
+        assert not fresh.healthy()
 
 
 def test_factory_failure_names_the_rank_and_frees_the_nodes(two_nodes: Cluster) -> None:

@@ -30,6 +30,12 @@ app.kubernetes.io/name: {{ include "r1serve.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* Labels of the serving cluster's Ray pods (head and workers), and only theirs. */}}
+{{- define "r1serve.rayPodLabels" -}}
+{{ include "r1serve.selectorLabels" . }}
+r1serve.io/ray: serving
+{{- end -}}
+
 {{- define "r1serve.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "r1serve.selectorLabels" . }}
@@ -117,7 +123,7 @@ config, then `config`, then what the chart must own (topology, bind address, key
 
 {{/* Environment variable with the API keys, from the Secret. */}}
 {{- define "r1serve.apiKeysEnv" -}}
-{{- if .Values.apiKeys.enabled }}
+{{- if .Values.apiKeys.enabled -}}
 - name: {{ .Values.apiKeys.envVar }}
   valueFrom:
     secretKeyRef:
@@ -189,7 +195,7 @@ BOOL): the head needs the tokenizer and config files only.
 {{- define "r1serve.weightsInitContainer" -}}
 {{- $ := .ctx -}}
 {{- $w := $.Values.weights -}}
-{{- if ne $w.download.mode "none" }}
+{{- if ne $w.download.mode "none" -}}
 - name: weights
   image: {{ include "r1serve.image" $ }}
   imagePullPolicy: {{ $.Values.image.pullPolicy }}

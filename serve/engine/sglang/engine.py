@@ -61,7 +61,7 @@ class SGLangEngine(Engine):
         self._loads: list[Any] = []
         self._prompt_tokens = 0
         self._cached_tokens = 0
-        self._last_output = 0.0  # monotonic time of the last chunk of any request
+        self._last_output = float("-inf")  # monotonic time of the last output or probe
         self._poller: asyncio.Task | None = None
         self._dead: str | None = None
         self._stopping = False
@@ -139,9 +139,10 @@ class SGLangEngine(Engine):
             raise EngineDeadError(f"SGLang engine stopped: {self._dead}")
         if getattr(self.tokenizer_manager, "gracefully_exit", False):
             raise EngineDeadError("SGLang engine is shutting down")
-        if self._live and time.monotonic() - self._last_output < self.health_timeout_s:
-            return
+        if time.monotonic() - self._last_output < self.health_timeout_s:
+            return  # output (or a probe) within the window: no need to send another
         await self._probe()
+        self._last_output = time.monotonic()
 
     async def shutdown(self) -> None:
         """Abort what still runs (its streams end with an error), then stop SGLang's actors."""

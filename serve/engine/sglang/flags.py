@@ -117,8 +117,9 @@ class FlagTable:
                               f"{hint}", param=dest)
         spec = self._by_dest[dest]
         if spec.deprecated:
+            hint = REMOVED.get(dest) or f"use {spec.replacement()}"
             raise ConfigError(f"{where}: {dest!r} ({spec.flag}) is deprecated in SGLang "
-                              f"{SGLANG_VERSION}; use {spec.replacement()}", param=dest)
+                              f"{SGLANG_VERSION}; {hint}", param=dest)
         problem = _value_problem(spec, value)
         if problem:
             raise ConfigError(f"{where}.{dest}={value!r}: {problem}", param=dest)

@@ -21,7 +21,7 @@ from typing import Any
 
 from serve.config import R1ServeConfig
 from serve.engine.sglang.flags import FlagTable
-from serve.engine.sglang.profiles import BASE_ARGS, Layout, Profile, profile_for
+from serve.engine.sglang.profiles import BASE_ARGS, Layout, Profile, get_profile, profile_for
 from serve.errors import ConfigError
 
 # ServerArgs fields r1serve sets from its own config or at launch. Overriding one in
@@ -45,6 +45,8 @@ OWNED: Mapping[str, str] = MappingProxyType({
     "use_ray": "the engine deployment always runs SGLang through Ray",
 })
 
+# The one backend_args key that is not a ServerArgs field: it names a profile (profiles.py).
+PROFILE_KEY = "profile"
 DEFAULT_DIST_PORT = 5000
 _SAFE_WORD = re.compile(r"[\w@%+=:,./$-]+")  # `$` kept so "$HEAD_IP" expands in a shell
 
@@ -104,15 +106,27 @@ def build_server_args(config: R1ServeConfig, profile: Profile | None = None, *,
                       model_path: str | None = None) -> SGLangServerArgs:
     """The ServerArgs of one instance.
 
-    Without `profile` the layout comes from `config.engine` and the tuning of the profile with
-    exactly that layout, if one exists. With `profile`, its layout wins over the config's
+    Without `profile` the layout comes from `config.engine`, tuned by the profile named in
+    `engine.backend_args.profile` (whose layout must match) or else by the profile with exactly
+    that layout, if one exists. With `profile`, its layout wins over the config's
     (`r1serve sglang-args --profile`); the model section and backend_args still apply.
     """
-    if profile is None:
+    backend_args = dict(config.engine.backend_args)
+    named = backend_args.pop(PROFILE_KEY, None)
+    if profile is not None:
+        layout = profile.layout
+    elif named is not None:
+        profile, layout = get_profile(str(named)), layout_from_config(config)
+        if profile.layout != layout:
+            want = profile.layout
+            raise ConfigError(
+                f"engine.backend_args.profile={named!r} is laid out as nodes_per_replica="
+                f"{want.nnodes}, devices_per_node={want.gpus_per_node}, dp_attention="
+                f"{str(want.attn_dp).lower()}, ep_size={want.tp_size if want.ep else 1}; set "
+                "engine.* to match or drop the profile", param="engine.backend_args.profile")
+    else:
         layout = layout_from_config(config)
         profile = profile_for(layout)
-    else:
-        layout = profile.layout
     path = model_path or config.model.path
     if not path:
         raise ConfigError("model.path must be set for model.backend='sglang': a checkpoint "
@@ -133,7 +147,7 @@ def build_server_args(config: R1ServeConfig, profile: Profile | None = None, *,
     table = FlagTable.pinned()
     for dest, value in args.items():  # our own choices must be current flags too
         table.check(dest, value, where="r1serve's generated SGLang arguments")
-    args.update(validate_backend_args(config.engine.backend_args, table))
+    args.update(validate_backend_args(backend_args, table))
     return SGLangServerArgs(MappingProxyType(args), layout,
                             None if profile is None else profile.name)
 

@@ -109,7 +109,7 @@ def test_exact_ties_are_spread_not_sent_to_the_first():
 
 
 def test_ties_go_to_the_less_loaded():
-    c = core()
+    c = core(cache_hit_weight=1.0)
     p = prompt(9)
     hashes = tuple(block_hashes(p, PAGE))
     # Same cost (b's cached prompt balances its queue) but b has more load: a wins.

@@ -1,0 +1,206 @@
+"""Replay the Mooncake conversation trace through routing algorithms onto modelled replicas.
+
+    python -m benchmarks.router_replay [--requests 3000] [--jobs 2]
+
+Routers: ours (`RouterCore`), Ray Serve's PrefixCacheAffinityRouter algorithm (Ray's own
+`PrefixTree`, match-rate threshold 0.1, imbalance threshold inf), smg's cache_aware algorithm
+(cache_threshold 0.3, balance_abs_threshold 64, balance_rel_threshold 1.5), power of two
+choices and round robin. All see the same `ReplicaModel` fleet (serve/autoscaling).
+
+Grid: 4 and 16 replicas x the trace's output lengths and R1-like ones x a prefix cache of GPU
+memory alone and of GPU plus a host-memory tier. The trace is subsampled to its first
+`--requests` requests; arrivals are rescaled so each replica sees the same offered load at
+either fleet size (R1-like outputs get a lower rate: each request decodes ~12x longer).
+Reports prefix hit rate (cached prompt tokens / prompt tokens), TTFT p50/p99 and load imbalance
+(max / mean replica busy time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+from ray.llm._internal.serve.routing_policies.prefix_aware.prefix_tree import PrefixTree
+
+from serve.autoscaling.fleet_sim import FleetConfig, run_fleet
+from serve.autoscaling.replica_model import ReplicaModel, ReplicaSpec, SimRequest
+from serve.autoscaling.sim_router import CoreSimRouter
+from serve.autoscaling.workload import load_mooncake
+
+TRACE_RATE = 12031 / 3537.0  # the conversation trace's mean arrivals per second
+PER_REPLICA_RATE = {"trace": 1.2, "r1": 0.2}  # offered requests/s per replica
+GPU_KV_TOKENS = 600_000
+HOST_TOKENS = 8_000_000
+
+
+class RoundRobin:
+    name = "round-robin"
+
+    def __init__(self, seed: int = 0) -> None:
+        self._i = 0
+
+    def route(self, req: SimRequest, reps: Sequence[ReplicaModel], now: float) -> ReplicaModel:
+        self._i += 1
+        return reps[self._i % len(reps)]
+
+    def on_report(self, replica: ReplicaModel, now: float) -> None: ...
+
+    def on_finish(self, req: SimRequest, replica: ReplicaModel, now: float) -> None: ...
+
+
+class PowerOfTwo(RoundRobin):
+    """Serve's default: two random replicas, the shorter queue (ongoing requests)."""
+
+    name = "power-of-two"
+
+    def __init__(self, seed: int = 0) -> None:
+        self._rng = random.Random(seed)
+
+    def route(self, req: SimRequest, reps: Sequence[ReplicaModel], now: float) -> ReplicaModel:
+        pair = self._rng.sample(list(reps), min(2, len(reps)))
+        return min(pair, key=lambda r: r.ongoing)
+
+
+def _text(blocks: Sequence[int]) -> str:
+    """One character per block: Ray's tree matches text, and equal blocks are equal chars."""
+    return "".join(chr(0x10000 + b) for b in blocks)
+
+
+class RayPrefixAffinity(PowerOfTwo):
+    """PrefixCacheAffinityRouter's choice with Ray's own PrefixTree: above the match-rate
+    threshold the best-matching replicas, else the replicas with the smallest trees; among
+    those, Serve takes the first with the shortest queue. Imbalance threshold inf: load never
+    overrides the prefix."""
+
+    name = "ray-prefix-affinity"
+
+    def __init__(self, seed: int = 0, match_rate_threshold: float = 0.1) -> None:
+        super().__init__(seed)
+        self._tree = PrefixTree()
+        self._threshold = match_rate_threshold
+        self._known: set[str] = set()
+
+    def route(self, req: SimRequest, reps: Sequence[ReplicaModel], now: float) -> ReplicaModel:
+        by_name = {f"r{r.idx}": r for r in reps}
+        new = [n for n in by_name if n not in self._known]
+        if new:
+            self._tree.add_tenants(new, now)
+            self._known.update(new)
+        text = _text(req.blocks)
+        matched, tenants = self._tree.prefix_match(text, list(by_name))
+        if not text or len(matched) / len(text) < self._threshold:
+            tenants = [t for t in (self._tree.get_smallest_tenants() or []) if t in by_name]
+        ranked = [by_name[t] for t in tenants or []]
+        chosen = (min(ranked, key=lambda r: r.ongoing) if ranked
+                  else super().route(req, reps, now))
+        self._tree.insert(text, f"r{chosen.idx}", now)
+        return chosen
+
+
+class SmgCacheAware(RoundRobin):
+    """smg's cache_aware policy: shortest queue when load is imbalanced (both thresholds),
+    else the worker with the longest prefix match above cache_threshold, else the least
+    loaded. Its approximate tree is kept here on block ids (the token-tree path)."""
+
+    name = "smg-cache-aware"
+
+    def __init__(self, seed: int = 0, cache_threshold: float = 0.3, abs_t: int = 64,
+                 rel_t: float = 1.5) -> None:
+        self._owners: dict[int, dict[int, float]] = {}  # block -> replica idx -> last use
+        self._c, self._abs, self._rel = cache_threshold, abs_t, rel_t
+
+    def route(self, req: SimRequest, reps: Sequence[ReplicaModel], now: float) -> ReplicaModel:
+        loads = [r.ongoing for r in reps]
+        least = reps[loads.index(min(loads))]  # Rust's min_by_key: first minimum
+        if max(loads) - min(loads) > self._abs and max(loads) > min(loads) * self._rel:
+            chosen = least
+        else:
+            live = {r.idx: r for r in reps}
+            holders = set(live)
+            depth, best = 0, None
+            for b in req.blocks:
+                owners = self._owners.get(b, {})
+                holders = {h for h in holders if h in owners}
+                if not holders:
+                    break
+                depth += 1
+                best = max(holders, key=lambda h: owners[h])
+            rate = min(depth * 512, req.prompt_tokens) / max(req.prompt_tokens, 1)
+            chosen = live[best] if best is not None and rate > self._c else least
+        for b in req.blocks:
+            self._owners.setdefault(b, {})[chosen.idx] = now
+        return chosen
+
+
+ROUTERS = {"ours": CoreSimRouter, "ray-prefix-affinity": RayPrefixAffinity,
+           "smg-cache-aware": SmgCacheAware, "power-of-two": PowerOfTwo,
+           "round-robin": RoundRobin}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    replicas: int
+    outputs: str  # "trace" | "r1"
+    cache: str  # "gpu" | "gpu+host"
+
+    def label(self) -> str:
+        return f"{self.replicas:>2} replicas, {self.outputs:<5} outputs, {self.cache:<8} cache"
+
+
+@dataclass(frozen=True)
+class Row:
+    router: str
+    hit_rate: float
+    ttft_p50: float
+    ttft_p99: float
+    imbalance: float
+
+
+def run_one(args: tuple[Scenario, str, int, int]) -> tuple[Scenario, Row]:
+    sc, router_name, n_requests, seed = args
+    scale = PER_REPLICA_RATE[sc.outputs] * sc.replicas / TRACE_RATE
+    reqs = load_mooncake(limit=n_requests, time_scale=scale, r1_outputs=sc.outputs == "r1",
+                         seed=seed)
+    spec = ReplicaSpec(kv_capacity_tokens=GPU_KV_TOKENS,
+                       host_cache_tokens=HOST_TOKENS if sc.cache == "gpu+host" else 0)
+    cfg = FleetConfig(spec=spec, initial_replicas=sc.replicas, report_period_s=2.0)
+    result = run_fleet(reqs, ROUTERS[router_name](seed=seed), cfg)
+    prompt = sum(r.prompt_tokens for r in result.requests)
+    cached = sum(r.cached_tokens for r in result.requests)
+    ttft = sorted(r.ttft for r in result.requests if r.ttft is not None)
+    busy = result.busy_seconds
+    return sc, Row(router_name, cached / prompt, ttft[len(ttft) // 2],
+                   ttft[min(len(ttft) - 1, int(0.99 * len(ttft)))],
+                   max(busy) / (sum(busy) / len(busy)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--requests", type=int, default=3000, help="first N requests of the trace")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--routers", default=",".join(ROUTERS))
+    args = p.parse_args(argv)
+    scenarios = [Scenario(n, o, c) for n, o, c in
+                 itertools.product((4, 16), ("trace", "r1"), ("gpu", "gpu+host"))]
+    jobs = [(sc, r, args.requests, args.seed) for sc in scenarios
+            for r in args.routers.split(",")]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(run_one, jobs))
+    print(f"Mooncake conversation trace, first {args.requests} requests; "
+          f"GPU prefix cache {GPU_KV_TOKENS:,} tokens/replica, host tier {HOST_TOKENS:,}")
+    for sc in scenarios:
+        print(f"\n{sc.label()}")
+        print(f"  {'router':<20} {'hit rate':>8} {'TTFT p50':>9} {'TTFT p99':>9} {'imbal':>6}")
+        for s, row in results:
+            if s == sc:
+                print(f"  {row.router:<20} {row.hit_rate:>8.1%} {row.ttft_p50:>8.2f}s "
+                      f"{row.ttft_p99:>8.2f}s {row.imbalance:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The whole application on Ray Serve (`build_app`), driven over HTTP with the official
+`openai` client: the Serve proxy, the ingress replica and an EP=2 engine replica."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx2 as httpx
+import openai
+import pytest
+import ray
+from ray import serve
+
+from cluster.local_cluster import local_ray
+from serve.app import build_app
+from serve.config import R1ServeConfig
+from serve.runner import wait_healthy
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tiny_fp32_dir):
+    config = R1ServeConfig.from_dict({
+        "model": {"path": str(tiny_fp32_dir), "context_length": 512},
+        "engine": {"devices_per_node": 2, "ep_size": 2, "kv_pages": 128, "page_size": 16},
+        "api": {"port": free_port(), "max_tokens_cap": 256},
+        "app_name": "r1serve-test",
+    })
+    with local_ray(1, cpus_per_node=2):
+        serve.start(http_options={"host": "127.0.0.1", "port": config.api.port})
+        serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
+        wait_healthy(config, timeout_s=240, progress=lambda _: None)
+        yield config
+        serve.shutdown()
+
+
+def client(config) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{config.api.port}/v1", api_key="none",
+                         max_retries=0, timeout=60)
+
+
+def engine_stats(config):
+    handle = serve.get_deployment_handle("EngineDeployment", app_name=config.app_name)
+    return handle.stats.remote().result(timeout_s=30)[1]
+
+
+MESSAGES = [{"role": "user", "content": "What is 2 + 2? Think first."}]
+
+
+def test_chat_through_serve_streams_reasoning_with_usage(app):
+    c = client(app)
+    full = c.chat.completions.create(model="deepseek-r1", messages=MESSAGES, max_tokens=12,
+                                     temperature=0.7, seed=5)
+    msg = full.choices[0].message
+    reasoning = msg.model_extra["reasoning_content"]
+    assert reasoning and msg.content is None  # the random model never closes </think>
+    assert full.usage.completion_tokens == 12
+    assert full.usage.completion_tokens_details.reasoning_tokens == 12
+    chunks = list(c.chat.completions.create(
+        model="deepseek-r1", messages=MESSAGES, max_tokens=12, temperature=0.7, seed=5,
+        stream=True, stream_options={"include_usage": True}))
+    streamed = "".join((ch.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
+                       for ch in chunks if ch.choices)
+    assert streamed == reasoning  # same seed, same text, streamed or not
+    assert chunks[-1].usage.completion_tokens == 12
+    assert chunks[-1].usage.prompt_tokens == full.usage.prompt_tokens
+
+
+def test_errors_through_serve_are_openai_errors(app):
+    c = client(app)
+    with pytest.raises(openai.BadRequestError, match="512"):
+        c.chat.completions.create(model="deepseek-r1", max_tokens=250,
+                                  messages=[{"role": "user", "content": "word " * 400}])
+    with pytest.raises(openai.NotFoundError):
+        c.chat.completions.create(model="gpt-4", messages=MESSAGES, max_tokens=4)
+    r = httpx.get(f"http://127.0.0.1:{app.api.port}/health", timeout=30)
+    assert r.status_code == 200
+
+
+def test_disconnect_through_serve_aborts_and_frees_pages(app):
+    body = {"model": "deepseek-r1", "messages": MESSAGES, "max_tokens": 250, "stream": True,
+            "ignore_eos": True}
+    with httpx.stream("POST", f"http://127.0.0.1:{app.api.port}/v1/chat/completions",
+                      json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        for _ in range(3):
+            next(lines)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        s = engine_stats(app)
+        if s.running == 0 and s.waiting == 0:
+            break
+        time.sleep(0.2)
+    assert s.running == 0 and s.waiting == 0
+    assert s.kv_pages_used == 0  # pages of the aborted request went back (or to the cache)
+
+
+def test_status_command_shows_replicas_and_engine_stats(app, capsys):
+    from serve.cli import main
+
+    assert main(["status", "--address", ray.get_runtime_context().gcs_address]) == 0
+    out = capsys.readouterr().out
+    assert "EngineDeployment" in out and "engine " in out and "KV" in out

@@ -1,0 +1,100 @@
+"""One Serve replica whose EP=2 engine group spans two simulated nodes serves requests, and
+`r1serve deploy` works as a Ray job entrypoint against a running Ray cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import pytest
+from ray import serve
+from ray.util.state import list_actors
+
+from cluster.local_cluster import local_ray
+from serve.app import build_app
+from serve.config import R1ServeConfig
+from serve.runner import wait_healthy
+
+pytestmark = [pytest.mark.slow, pytest.mark.multinode]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_one_replica_spans_two_nodes_and_serves(tiny_fp32_dir):
+    config = R1ServeConfig.from_dict({
+        "model": {"path": str(tiny_fp32_dir), "context_length": 512},
+        "engine": {"nodes_per_replica": 2, "devices_per_node": 1, "ep_size": 2,
+                   "kv_pages": 128},
+        "api": {"port": free_port(), "max_tokens_cap": 64},
+        "app_name": "r1serve-2node",
+    })
+    with local_ray(2, cpus_per_node=1):
+        serve.start(http_options={"host": "127.0.0.1", "port": config.api.port})
+        try:
+            serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
+            wait_healthy(config, timeout_s=240, progress=lambda _: None)
+            ranks = list_actors(filters=[("class_name", "=", "RankActor"),
+                                         ("state", "=", "ALIVE")])
+            assert len(ranks) == 2 and len({a.node_id for a in ranks}) == 2
+            c = openai.OpenAI(base_url=f"http://127.0.0.1:{config.api.port}/v1",
+                              api_key="none", max_retries=0, timeout=60)
+            out = c.chat.completions.create(
+                model="deepseek-r1", max_tokens=8,
+                messages=[{"role": "user", "content": "Hello across nodes"}])
+            assert out.usage.completion_tokens == 8
+        finally:
+            serve.shutdown()
+
+
+def test_ray_job_submit_r1serve_deploy(tmp_path, tiny_fp32_dir):
+    ray_bin = Path(sys.executable).parent / "ray"
+    port = free_port()
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(f"model: {{path: {tiny_fp32_dir}, context_length: 512}}\n"
+                   f"engine: {{devices_per_node: 1, kv_pages: 64}}\n"
+                   f"api: {{port: {port}, max_tokens_cap: 32}}\napp_name: r1serve-job\n")
+    dash = free_port()
+    # A throwaway cluster on loopback: no token, so the test needs no credentials on disk.
+    # The job's shell finds `r1serve` where this interpreter's scripts are, as in an image.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
+           "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    subprocess.run([str(ray_bin), "start", "--head", "--num-cpus=2", "--port", str(free_port()),
+                    "--node-ip-address=127.0.0.1", f"--dashboard-port={dash}",
+                    f"--dashboard-agent-listen-port={free_port()}", "--include-dashboard=true",
+                    "--disable-usage-stats"], check=True, capture_output=True, timeout=120,
+                   env=env)
+    env["RAY_ADDRESS"] = f"http://127.0.0.1:{dash}"
+    try:
+        for _ in range(30):  # the dashboard's job agent comes up a little after the head
+            job = subprocess.run(
+                [str(ray_bin), "job", "submit", "--working-dir", str(REPO), "--",
+                 "r1serve", "deploy", str(cfg)],
+                env=env, capture_output=True, text=True, timeout=400)
+            if "No available agent" not in job.stderr:
+                break
+            time.sleep(2)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "r1serve is ready" in job.stdout
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none",
+                          max_retries=0, timeout=60)
+        out = c.chat.completions.create(model="deepseek-r1", max_tokens=4,
+                                        messages=[{"role": "user", "content": "hi"}])
+        assert out.usage.completion_tokens == 4
+    finally:
+        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120,
+                       env=env)
+
+
+if shutil.which("r1serve") is None and not (Path(sys.executable).parent / "r1serve").exists():
+    pytest.skip("the r1serve console script is not installed", allow_module_level=True)
