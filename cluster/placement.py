@@ -158,7 +158,7 @@ class RankActor:
     def destroy(self) -> None:
         rendezvous.destroy()
 
-    def execute(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def execute(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         return getattr(self._worker, method)(*args, **kwargs)
 
 
@@ -239,7 +239,7 @@ class EngineGroup:
         """The rank actors in rank order, for callers that need a handle (fault tests)."""
         return self._actors
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
+    def call(self, method: str, /, *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
         """Call `worker.<method>(*args, **kwargs)` on every rank; refs in rank order."""
         return [a.execute.remote(method, *args, **kwargs) for a in self._actors]
 

@@ -38,18 +38,39 @@ class OpenAIIngress:
         from serve.handle_client import HandleEngineClient
 
         tokenizer = Tokenizer.from_dir(model_path(self.config))
+        registries = []
+        if self.config.router.policy == "prefix_aware":  # the router runs in this process
+            from serve.routing.routing_metrics import ROUTING_REGISTRY
+
+            registries.append(ROUTING_REGISTRY)
         return build_openai_app(HandleEngineClient(self.engine), tokenizer,
-                                api_settings(self.config))
+                                api_settings(self.config), registries)
 
 
 def _scaling(config: R1ServeConfig) -> dict[str, Any]:
     a = config.autoscaling
     if a.min_replicas == a.max_replicas:
         return {"num_replicas": a.min_replicas}
+    if a.policy == "token_load":
+        from serve.autoscaling.targets import ScalingTargets, autoscaling_config
+
+        return {"autoscaling_config": autoscaling_config(
+            ScalingTargets.from_dict(a.targets), min_replicas=a.min_replicas,
+            max_replicas=a.max_replicas, upscale_delay_s=a.upscale_delay_s,
+            downscale_delay_s=a.downscale_delay_s)}
     return {"autoscaling_config": {
         "min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
         "target_ongoing_requests": a.target_ongoing_requests,
         "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s}}
+
+
+def _routing(config: R1ServeConfig) -> dict[str, Any]:
+    if config.router.policy == "power_of_two":
+        return {}
+    from serve.routing.knobs import RouterKnobs, request_router_config
+
+    return {"request_router_config": request_router_config(
+        RouterKnobs.from_dict(config.router.knobs))}
 
 
 def build_app(config: R1ServeConfig) -> Application:
@@ -60,7 +81,7 @@ def build_app(config: R1ServeConfig) -> Application:
         graceful_shutdown_timeout_s=config.drain.deadline_s,
         graceful_shutdown_wait_loop_s=1.0,
         health_check_period_s=5.0,
-        **replica_placement(config), **_scaling(config),
+        **replica_placement(config), **_scaling(config), **_routing(config),
     ).bind(config.model_dump())
     ingress = serve.deployment(OpenAIIngress, name="OpenAIIngress").options(
         max_ongoing_requests=config.api.max_in_flight * 2,

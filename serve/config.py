@@ -91,11 +91,37 @@ class ApiSection(_Section):
         return frozenset(keys)
 
 
+class RouterSection(_Section):
+    policy: Literal["prefix_aware", "power_of_two"] = Field(
+        "prefix_aware", description="'prefix_aware': r1serve's router (prefix-cache affinity "
+        "in token blocks, load in tokens, expected reasoning length, session affinity); "
+        "'power_of_two': Ray Serve's default.")
+    knobs: dict[str, float] = Field(
+        default_factory=dict, description="Overrides of the prefix-aware router's knobs "
+        "(fields of serve.routing.RouterKnobs, e.g. cache_hit_weight, decode_cost_per_token, "
+        "speculative_ttl_s, session_overload_tokens).")
+
+    @model_validator(mode="after")
+    def _check(self) -> RouterSection:
+        from serve.routing.knobs import RouterKnobs
+
+        RouterKnobs.from_dict(self.knobs)  # names an unknown or out-of-range knob
+        return self
+
+
 class AutoscalingSection(_Section):
+    policy: Literal["token_load", "ongoing_requests"] = Field(
+        "token_load", description="'token_load': r1serve's policy on KV use, queued prefill, "
+        "expected decode work and TTFT; 'ongoing_requests': Ray Serve's default on "
+        "target_ongoing_requests.")
+    targets: dict[str, float] = Field(
+        default_factory=dict, description="Overrides of the token-load targets (fields of "
+        "serve.autoscaling.ScalingTargets, e.g. kv_utilization, queued_prefill_tokens, "
+        "decode_tokens, ttft_s).")
     min_replicas: int = Field(1, ge=0, description="Fewest model instances.")
     max_replicas: int = Field(1, ge=1, description="Most model instances.")
     target_ongoing_requests: float = Field(32.0, gt=0, description="Requests per instance "
-                                           "the autoscaler aims for.")
+                                           "the 'ongoing_requests' policy aims for.")
     upscale_delay_s: float = Field(30.0, ge=0, description="Sustained load before adding "
                                    "an instance.")
     downscale_delay_s: float = Field(600.0, ge=0, description="Sustained idleness before "
@@ -103,6 +129,9 @@ class AutoscalingSection(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> AutoscalingSection:
+        from serve.autoscaling.targets import ScalingTargets
+
+        ScalingTargets.from_dict(self.targets)  # names an unknown or out-of-range target
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas "
                              f"({self.max_replicas})")
@@ -126,6 +155,7 @@ class R1ServeConfig(_Section):
     model: ModelSection = Field(default_factory=ModelSection)
     engine: EngineSection = Field(default_factory=EngineSection)
     api: ApiSection = Field(default_factory=ApiSection)
+    router: RouterSection = Field(default_factory=RouterSection)
     autoscaling: AutoscalingSection = Field(default_factory=AutoscalingSection)
     drain: DrainSection = Field(default_factory=DrainSection)
     observability: ObservabilitySection = Field(default_factory=ObservabilitySection)

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from serve.api.ingress import ApiSettings
 
 
-def plan_chat(body: ChatCompletionRequest, tokenizer: ApiTokenizer,
-              settings: ApiSettings) -> tuple[list[GenerationRequest], ChatRenderer]:
+def plan_chat(body: ChatCompletionRequest, tokenizer: ApiTokenizer, settings: ApiSettings,
+              session_id: str | None = None) -> tuple[list[GenerationRequest], ChatRenderer]:
     """Validate and tokenize a chat request: its engine requests and their renderer."""
     body.check_supported()
     prompt = tokenizer.apply_chat_template(template_messages(body.messages),
@@ -46,7 +46,7 @@ def plan_chat(body: ChatCompletionRequest, tokenizer: ApiTokenizer,
     sampling = sampling_params(body, max_tokens, settings, logprobs=body.logprobs,
                                top_logprobs=top)
     response_id = f"chatcmpl-{uuid.uuid4().hex}"
-    requests = choice_requests(response_id, prompt, sampling, body.n)
+    requests = choice_requests(response_id, prompt, sampling, body.n, session_id=session_id)
     renderer = ChatRenderer(response_id, settings.served_model_name, len(prompt), body.n,
                             tokenizer, stream=body.stream, include_usage=body.include_usage,
                             top_logprobs=top if body.logprobs else None)

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from serve.api.ingress import ApiSettings
 
 
-def plan_completion(body: CompletionRequest, tokenizer: ApiTokenizer,
-                    settings: ApiSettings) -> tuple[list[GenerationRequest], CompletionRenderer]:
+def plan_completion(body: CompletionRequest, tokenizer: ApiTokenizer, settings: ApiSettings,
+                    session_id: str | None = None,
+                    ) -> tuple[list[GenerationRequest], CompletionRenderer]:
     """Validate and tokenize a completions request: `n` engine requests per prompt (choice
     `p * n + j` is prompt p's j-th), and their renderer."""
     body.check_supported()
@@ -52,7 +53,8 @@ def plan_completion(body: CompletionRequest, tokenizer: ApiTokenizer,
         sampling = sampling_params(body, max_tokens, settings,
                                    logprobs=body.logprobs is not None, top_logprobs=top)
         first = p * body.n
-        requests += choice_requests(response_id, ids, sampling, body.n, first_index=first)
+        requests += choice_requests(response_id, ids, sampling, body.n, first_index=first,
+                                    session_id=session_id)
         prompt_lens += [len(ids)] * body.n
     renderer = CompletionRenderer(response_id, settings.served_model_name, prompt_lens, body.n,
                                   tokenizer, stream=body.stream,

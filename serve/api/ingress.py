@@ -11,10 +11,11 @@ engine, which may still refuse it (400, 503).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.api.admission import Admission
@@ -34,6 +35,9 @@ from serve.api.protocol import (
 from serve.api.tokenizer_protocol import ApiTokenizer
 from serve.errors import ConfigError, EngineDeadError
 
+# Requests of one conversation carry the same id here, so the router keeps them on the
+# replica that caches their history (unless it is overloaded).
+SESSION_HEADER = "x-session-id"
 
 @dataclass(frozen=True)
 class ApiSettings:
@@ -66,12 +70,12 @@ class ApiSettings:
             raise ConfigError("api api_keys must not contain an empty key")
 
 
-def build_openai_app(client: EngineClient, tokenizer: ApiTokenizer,
-                     settings: ApiSettings) -> FastAPI:
+def build_openai_app(client: EngineClient, tokenizer: ApiTokenizer, settings: ApiSettings,
+                     extra_registries: Sequence[CollectorRegistry] = ()) -> FastAPI:
     """The OpenAI-compatible app for one served model. `app.state.metrics` holds its metrics
     and `app.state.admission` its in-flight count."""
     app = FastAPI(title="r1serve", summary="OpenAI-compatible API for DeepSeek-R1")
-    metrics = ApiMetrics()
+    metrics = ApiMetrics(extra_registries)
     admission = Admission(settings.max_in_flight)
     dispatcher = Dispatcher(client, admission, metrics, settings.request_timeout_s)
     app.state.metrics, app.state.admission = metrics, admission
@@ -91,13 +95,15 @@ def build_openai_app(client: EngineClient, tokenizer: ApiTokenizer,
     @v1.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, http: Request) -> Response:
         check_model(body.model)
-        requests, renderer = plan_chat(body, tokenizer, settings)
+        requests, renderer = plan_chat(body, tokenizer, settings,
+                                       http.headers.get(SESSION_HEADER))
         return await dispatcher.respond(http, "chat", requests, renderer, body.stream)
 
     @v1.post("/completions")
     async def completions(body: CompletionRequest, http: Request) -> Response:
         check_model(body.model)
-        requests, renderer = plan_completion(body, tokenizer, settings)
+        requests, renderer = plan_completion(body, tokenizer, settings,
+                                             http.headers.get(SESSION_HEADER))
         return await dispatcher.respond(http, "completions", requests, renderer, body.stream)
 
     @v1.get("/models")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -25,9 +26,11 @@ _E2E_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 2400, 3600)
 
 
 class ApiMetrics:
-    """The ingress's metrics and their text exposition."""
+    """The ingress's metrics and their text exposition, followed by `extra_registries` (those
+    of components living in the ingress process, such as the request router)."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_registries: Sequence[CollectorRegistry] = ()) -> None:
+        self.extra_registries = tuple(extra_registries)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("r1serve_api_requests", "HTTP requests by endpoint and status",
@@ -82,7 +85,8 @@ class ApiMetrics:
             self.kv_usage.labels(replica).set(s.kv_pages_used / total)
             self.replica_running.labels(replica).set(s.running)
             self.replica_waiting.labels(replica).set(s.waiting)
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + b"".join(
+            generate_latest(r) for r in self.extra_registries)
 
 
 class RequestObserver:

@@ -64,7 +64,8 @@ def sampling_params(body: _SamplingFields, max_tokens: int, settings: ApiSetting
 
 
 def choice_requests(request_id: str, prompt_ids: list[int], sampling: SamplingParams,
-                    n: int, first_index: int = 0) -> list[GenerationRequest]:
+                    n: int, first_index: int = 0,
+                    session_id: str | None = None) -> list[GenerationRequest]:
     """One engine request per choice. Choice i gets seed `seed + i`, so n choices differ from
     each other yet the whole response repeats for the same seed."""
     out = []
@@ -73,5 +74,5 @@ def choice_requests(request_id: str, prompt_ids: list[int], sampling: SamplingPa
         seed = None if sampling.seed is None else sampling.seed + i
         rid = request_id if n == 1 and first_index == 0 else f"{request_id}-{index}"
         out.append(GenerationRequest(rid, tuple(prompt_ids), replace(sampling, seed=seed),
-                                     expected_output_tokens=None))
+                                     expected_output_tokens=None, session_id=session_id))
     return out

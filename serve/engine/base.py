@@ -56,6 +56,7 @@ class GenerationRequest:
     prompt_token_ids: tuple[int, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     expected_output_tokens: int | None = None  # the caller's guess, for routing and scaling
+    session_id: str | None = None  # the client's conversation id, for replica affinity
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class EngineStats:
     prompt_tokens: int  # cumulative prompt tokens seen
     generation_tokens_per_s: float
     cached_block_hashes: tuple[int, ...] = ()  # chain hashes of the page-sized blocks held
+    ttft_p90_s: float | None = None  # recent time to first token, 90th percentile
 
     @property
     def kv_tokens_used(self) -> int:

@@ -78,6 +78,8 @@ class EngineDeployment:
             "kv_utilization": s.kv_pages_used / max(s.kv_pages_total, 1),
             "queued_prefill_tokens": s.queued_prefill_tokens,
             "expected_remaining_decode_tokens": s.expected_remaining_decode_tokens,
+            "generation_tokens_per_s": s.generation_tokens_per_s,
+            **({} if s.ttft_p90_s is None else {"ttft_p90_s": s.ttft_p90_s}),
         }
 
     async def __del__(self) -> None:

@@ -66,6 +66,9 @@ class CollectiveWorker:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
+    def echo(self, *args: object, **kwargs: object) -> tuple:
+        return self.info.rank, args, kwargs
+
     def fail_on(self, rank: int) -> None:
         if self.info.rank == rank:
             raise ValueError(f"bad input on rank {rank}")
@@ -148,6 +151,13 @@ def test_env_reaches_every_rank(group: EngineGroup) -> None:
     for name, value in ENV.items():
         assert group.get(group.call("getenv", name), timeout_s=10) == [value] * 4
     assert group.healthy()
+
+
+def test_calls_pass_arguments_through(group: EngineGroup) -> None:
+    assert group.get(group.call("echo", 1, method="greedy"), timeout_s=10) == [
+        (r, (1,), {"method": "greedy"}) for r in range(4)]
+    assert group.get(group.call_each("echo", [(r, "x") for r in range(4)]), timeout_s=10) == [
+        (r, (r, "x"), {}) for r in range(4)]
 
 
 def test_worker_exception_names_the_rank(group: EngineGroup) -> None:

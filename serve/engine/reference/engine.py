@@ -43,6 +43,14 @@ log = logging.getLogger(__name__)
 
 # Prefill tokens one running request's decoding is worth when choosing a data-parallel rank.
 _DECODE_COST = 16
+_TTFT_WINDOW_S = 60.0  # the TTFT percentile the autoscaler sees covers this recent past
+
+
+def _p90(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class ReferenceEngine(Engine):
         self._streams: dict[str, _Stream] = {}  # every request not yet finished
         self._live: dict[str, tuple[Sequence, OutputStream, int]] = {}  # engine thread only
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        self._ttfts: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
         self._stats = self._snapshot()
         self._stats_at = 0.0
         self._dead: BaseException | None = None
@@ -170,6 +179,7 @@ class ReferenceEngine(Engine):
             prompt_tokens=sum(s.prompt_tokens for s in ss),
             generation_tokens_per_s=sum(recent) / 10.0,
             cached_block_hashes=tuple(sorted(hashes)),
+            ttft_p90_s=_p90([t for at, t in list(self._ttfts) if now - at <= _TTFT_WINDOW_S]),
         )
 
     def _has_work(self) -> bool:
@@ -293,6 +303,9 @@ class ReferenceEngine(Engine):
 
     def _emit(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> None:
         seq.token_ids.append(token)
+        if seq.num_generated == 1:
+            now = time.monotonic()
+            self._ttfts.append((now, now - seq.arrival_time))
         _, out, _ = self._live[seq.request_id]
         text, finish = out.append(token)
         usage = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class Sequence:
     cached_prompt_tokens: int | None = None  # prefix-cache hit at first admission
     generator: torch.Generator | None = None
     preemptions: int = 0
+    arrival_time: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         if not self.token_ids:

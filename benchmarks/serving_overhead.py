@@ -1,0 +1,173 @@
+"""What serving adds to latency, measured side by side in one run:
+
+(a) the framework's floor: a bare Ray Serve app whose FastAPI ingress streams fixed strings
+    from a stub deployment through a DeploymentHandle, against the same strings from a plain
+    FastAPI app under uvicorn;
+(b) r1serve's whole HTTP path (proxy, OpenAI ingress, router, engine replica) against the same
+    engine called in-process with the same prompts.
+
+Each reports the time to first token (p50) and the time per later token (p50) it adds.
+
+    python -m benchmarks.serving_overhead [--requests 20] [--tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import threading
+import time
+
+import httpx2 as httpx
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from ray import serve
+
+from benchmarks.common import tiny_checkpoint
+from cluster.local_cluster import local_ray
+from serve.app import build_app
+from serve.config import R1ServeConfig
+from serve.engine.base import GenerationRequest, SamplingParams
+from serve.engine.reference.engine import EngineConfig, ReferenceEngine
+from serve.runner import wait_healthy
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pieces(n: int) -> list[str]:
+    return [f"tok{i} " for i in range(n)]
+
+
+def _plain_app(n: int) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/stream")
+    async def stream():
+        async def gen():
+            for p in _pieces(n):
+                yield f"data: {p}\n\n"
+        return StreamingResponse(gen(), media_type="text/event-stream")
+    return app
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class Stub:
+    async def stream(self, n: int):
+        for p in _pieces(n):
+            yield p
+
+
+_bare = FastAPI()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+@serve.ingress(_bare)
+class BareIngress:
+    def __init__(self, stub) -> None:
+        self.stub = stub.options(stream=True)
+
+    @_bare.get("/stream")
+    async def stream(self, n: int):
+        async def gen():
+            async for p in self.stub.stream.remote(n):
+                yield f"data: {p}\n\n"
+        return StreamingResponse(gen(), media_type="text/event-stream")
+
+
+def _time_stream(method: str, url: str, **kw) -> tuple[float, float]:
+    """(time to first data line, mean time between later data lines)."""
+    t0 = time.perf_counter()
+    stamps = []
+    with httpx.stream(method, url, timeout=120, **kw) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:") and "[DONE]" not in line and '"usage"' not in line:
+                stamps.append(time.perf_counter())
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return stamps[0] - t0, statistics.mean(gaps) if gaps else 0.0
+
+
+async def _in_process(engine, prompt, tokens: int, i: int) -> tuple[float, float]:
+    sampling = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
+    t0 = time.perf_counter()
+    stamps = []
+    async for d in engine.generate(GenerationRequest(f"in{i}", tuple(prompt), sampling)):
+        if d.token_ids:
+            stamps.append(time.perf_counter())
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return stamps[0] - t0, statistics.mean(gaps)
+
+
+def _p50s(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    return (statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--tokens", type=int, default=64)
+    ns = ap.parse_args()
+    path = tiny_checkpoint(None)
+    plain_port, serve_port = _port(), _port()
+    server = uvicorn.Server(uvicorn.Config(_plain_app(ns.tokens), host="127.0.0.1",
+                                           port=plain_port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    config = R1ServeConfig.from_dict({
+        "model": {"path": str(path), "context_length": 1024},
+        "engine": {"devices_per_node": 1, "kv_pages": 256},
+        "api": {"port": serve_port, "max_tokens_cap": 512}, "app_name": "r1serve-bench"})
+    with local_ray(1, cpus_per_node=2):
+        serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
+        serve.run(BareIngress.bind(Stub.bind()), name="bare", route_prefix="/bare",
+                  blocking=False)
+        serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
+        wait_healthy(config, timeout_s=300, progress=lambda _: None)
+        engine = ReferenceEngine.from_checkpoint(path, EngineConfig(kv_pages=256,
+                                                                    max_model_len=1024))
+        prompt = engine.tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Measure me."}], add_generation_prompt=True)
+        body = {"model": "deepseek-r1", "messages": [{"role": "user", "content": "Measure me."}],
+                "max_tokens": ns.tokens, "temperature": 0, "ignore_eos": True, "stream": True}
+        plain, bare, ours, local = [], [], [], []
+        for i in range(ns.requests + 2):  # interleaved; the first two are warm-up
+            samples = (
+                _time_stream("GET", f"http://127.0.0.1:{plain_port}/stream"),
+                _time_stream("GET", f"http://127.0.0.1:{serve_port}/bare/stream",
+                             params={"n": ns.tokens}),
+                _time_stream("POST", f"http://127.0.0.1:{serve_port}/v1/chat/completions",
+                             json=body),
+                asyncio.run(_in_process(engine, prompt, ns.tokens, i)),
+            )
+            if i >= 2:
+                for acc, s in zip((plain, bare, ours, local), samples, strict=True):
+                    acc.append(s)
+        asyncio.run(engine.shutdown())
+        serve.shutdown()
+    server.should_exit = True
+    (p_ttft, p_tok), (b_ttft, b_tok) = _p50s(plain), _p50s(bare)
+    (o_ttft, o_tok), (l_ttft, l_tok) = _p50s(ours), _p50s(local)
+    floor = (b_ttft - p_ttft, b_tok - p_tok)
+    added = (o_ttft - l_ttft, o_tok - l_tok)
+    ms = lambda x: round(x * 1e3, 3)  # noqa: E731
+    print(json.dumps({
+        "requests": ns.requests, "tokens": ns.tokens,
+        "plain_fastapi_ms": {"ttft_p50": ms(p_ttft), "per_token_p50": ms(p_tok)},
+        "bare_serve_ms": {"ttft_p50": ms(b_ttft), "per_token_p50": ms(b_tok)},
+        "r1serve_http_ms": {"ttft_p50": ms(o_ttft), "per_token_p50": ms(o_tok)},
+        "engine_in_process_ms": {"ttft_p50": ms(l_ttft), "per_token_p50": ms(l_tok)},
+        "floor_added_ms": {"ttft": ms(floor[0]), "per_token": ms(floor[1])},
+        "r1serve_added_ms": {"ttft": ms(added[0]), "per_token": ms(added[1])},
+        "ratio_ttft": round(added[0] / floor[0], 2) if floor[0] > 0 else None,
+        "ratio_per_token": round(added[1] / floor[1], 2) if floor[1] > 0 else None,
+    }))
+
+
+if __name__ == "__main__":
+    main()
