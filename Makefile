@@ -13,7 +13,13 @@ $(STAMP): pyproject.toml constraints.txt
 	bash scripts/install_helm.sh $(VENV)/bin
 	touch $(STAMP)
 
-test: $(STAMP)
+# SGLang's own argument parser (no CUDA stack) for the CPU tests of the SGLang backend.
+SGLANG_STAMP := $(VENV)/.sglang-parser
+$(SGLANG_STAMP): $(STAMP) scripts/install_test_sglang.sh
+	bash scripts/install_test_sglang.sh $(VENV)
+	touch $@
+
+test: $(STAMP) $(SGLANG_STAMP)
 	$(PY) -m pytest
 
 up: $(STAMP)
@@ -23,8 +29,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	$(PY) benchmarks/engine_throughput.py
-	$(PY) benchmarks/prefix_reuse.py
+	$(PY) -m benchmarks.engine_throughput
+	$(PY) -m benchmarks.prefix_reuse
 
 manifests: $(STAMP)
 	$(PY) -m serve.k8s.render_manifests

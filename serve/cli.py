@@ -218,6 +218,10 @@ def _parser() -> argparse.ArgumentParser:
     add_eplb_parser(sub)
     add_plan_parser(sub)
 
+    from serve.engine.sglang.commands import add_sglang_args_parser
+
+    add_sglang_args_parser(sub)
+
     from serve.k8s.commands import add_k8s_parser
 
     add_k8s_parser(sub)

@@ -33,9 +33,18 @@ def replica_placement(config: R1ServeConfig) -> dict[str, Any]:
         return {"ray_actor_options": {"num_cpus": float(e.devices_per_node)}}
     # A reference replica only schedules; its ranks hold the CPUs. An SGLang replica hosts
     # the tokenizer manager and needs a CPU of its own.
-    replica_cpus = 1.0 if config.model.backend == "sglang" else 0.0
+    if config.model.backend == "sglang":
+        import os
+
+        from serve.engine.sglang.placement import plan_ray_launch
+
+        # SGLang's scheduler actors inherit the replica's environment (NCCL/GLOO interface
+        # settings, HF_TOKEN, the CUDA-visibility switch SGLang's own launcher sets).
+        return {"placement_group_bundles": bundles, "placement_group_strategy": strategy,
+                "ray_actor_options": {"num_cpus": 1.0, "runtime_env":
+                                      plan_ray_launch(config, os.environ).runtime_env()}}
     return {"placement_group_bundles": bundles, "placement_group_strategy": strategy,
-            "ray_actor_options": {"num_cpus": replica_cpus}}
+            "ray_actor_options": {"num_cpus": 0.0}}
 
 
 class EngineDeployment:

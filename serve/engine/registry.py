@@ -9,7 +9,6 @@ from pathlib import Path
 
 from serve.config import R1ServeConfig
 from serve.engine.base import Engine
-from serve.errors import ConfigError
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,8 +65,9 @@ def _network_env() -> dict[str, str]:
 
 
 def _sglang(config: R1ServeConfig) -> Engine:
-    raise ConfigError("model.backend='sglang' is not available in this version of r1serve; "
-                      "use 'reference'")
+    from serve.engine.sglang.engine import build_sglang_engine
+
+    return build_sglang_engine(config)
 
 
 _BACKENDS = {"reference": _reference, "sglang": _sglang}

@@ -14,6 +14,7 @@ class itself takes any object with RayEngine's `async_generate`, `tokenizer_mana
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -28,7 +29,7 @@ from typing import Any
 from serve.config import R1ServeConfig
 from serve.engine.base import Engine, EngineStats, GenerationRequest, TokenDelta
 from serve.engine.sglang.sampling import to_sglang
-from serve.engine.sglang.stats import RequestTotals, engine_stats
+from serve.engine.sglang.stats import RequestTotals, engine_stats, recent_p90
 from serve.engine.sglang.stream_adapter import StreamAdapter
 from serve.errors import ContextLengthError, EngineDeadError, InvalidRequestError
 
@@ -43,6 +44,8 @@ class _Live:
 
     adapter: StreamAdapter
     budget: int  # decode tokens the request is expected to take
+    arrival: float  # monotonic time generate() was called
+    first_token: bool = False
 
 
 class SGLangEngine(Engine):
@@ -61,6 +64,7 @@ class SGLangEngine(Engine):
         self._loads: list[Any] = []
         self._prompt_tokens = 0
         self._cached_tokens = 0
+        self._ttfts: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
         self._last_output = float("-inf")  # monotonic time of the last output or probe
         self._poller: asyncio.Task | None = None
         self._dead: str | None = None
@@ -79,7 +83,7 @@ class SGLangEngine(Engine):
         options = to_sglang(sp, deterministic=self.deterministic)
         adapter = StreamAdapter(rid, stop=sp.stop, logprobs=sp.logprobs)
         budget = min(request.expected_output_tokens or sp.max_tokens, sp.max_tokens)
-        self._live[rid] = _Live(adapter, budget)
+        live = self._live[rid] = _Live(adapter, budget, time.monotonic())
         self._ensure_poller()
         finished = False
         try:
@@ -90,6 +94,10 @@ class SGLangEngine(Engine):
                     delta = adapter.feed(chunk)
                     if delta is None:
                         continue
+                    if delta.token_ids and not live.first_token:
+                        live.first_token = True
+                        self._ttfts.append((self._last_output,
+                                            self._last_output - live.arrival))
                     if delta.finish_reason is not None:
                         finished = True
                         delta = self._on_finish(delta)
@@ -129,7 +137,8 @@ class SGLangEngine(Engine):
                        for live in list(self._live.values()))
         return engine_stats(self._loads, self.page_size, RequestTotals(
             prompt_tokens=self._prompt_tokens, cached_tokens=self._cached_tokens,
-            expected_remaining_decode_tokens=expected))
+            expected_remaining_decode_tokens=expected,
+            ttft_p90_s=recent_p90(list(self._ttfts), time.monotonic())))
 
     async def health(self) -> None:
         """Healthy when SGLang produced output recently or answers a one-token probe, as

@@ -39,6 +39,18 @@ class RequestTotals:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     expected_remaining_decode_tokens: int = 0
+    ttft_p90_s: float | None = None  # over the recent window (see `recent_p90`)
+
+
+TTFT_WINDOW_S = 60.0  # the TTFT percentile the autoscaler sees covers this recent past
+
+
+def recent_p90(samples: Iterable[tuple[float, float]], now: float) -> float | None:
+    """90th percentile of the (time, value) samples no older than `TTFT_WINDOW_S`."""
+    ordered = sorted(v for at, v in samples if now - at <= TTFT_WINDOW_S)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
 
 
 def engine_stats(loads: Iterable[Mapping[str, Any] | Any], page_size: int,
@@ -68,4 +80,5 @@ def engine_stats(loads: Iterable[Mapping[str, Any] | Any], page_size: int,
         prefix_cache_hit_tokens=totals.cached_tokens,
         prompt_tokens=totals.prompt_tokens,
         generation_tokens_per_s=total("gen_throughput"),
+        ttft_p90_s=totals.ttft_p90_s,
     )

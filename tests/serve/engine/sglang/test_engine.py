@@ -120,6 +120,7 @@ def test_streams_deltas_and_counts_usage() -> None:
     assert (s.prompt_tokens, s.prefix_cache_hit_tokens) == (12, 8)
     assert (s.running, s.waiting, s.queued_prefill_tokens) == (1, 2, 300)
     assert (s.kv_pages_used, s.kv_pages_total, s.page_size) == (4, 400, 16)
+    assert s.ttft_p90_s is not None and 0 <= s.ttft_p90_s < 5
     assert backend.tokenizer_manager.aborted == []
 
 

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from serve.engine.base import EngineStats
-from serve.engine.sglang.stats import PROMETHEUS_EQUIVALENTS, RequestTotals, engine_stats
+from serve.engine.sglang.stats import (
+    PROMETHEUS_EQUIVALENTS,
+    RequestTotals,
+    engine_stats,
+    recent_p90,
+)
 
 METRICS = Path(__file__).parents[4] / ".." / "shared" / "data" / "sglang-0.5.23" / \
     "prometheus_metrics.txt"
@@ -47,3 +52,9 @@ def test_prometheus_names_exist_in_the_pinned_release() -> None:
         pytest.skip("shared/data/sglang-0.5.23 is not beside this checkout")
     names = set(METRICS.read_text().split())
     assert set(PROMETHEUS_EQUIVALENTS.values()) <= names
+
+
+def test_ttft_p90_covers_the_recent_window_only() -> None:
+    samples = [(0.0, 99.0)] + [(100.0 + i, float(i)) for i in range(10)]
+    assert recent_p90(samples, now=110.0) == 9.0  # the 99 s sample at t=0 is out of window
+    assert recent_p90([(0.0, 1.0)], now=1000.0) is None
