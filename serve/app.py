@@ -85,6 +85,8 @@ def build_app(config: R1ServeConfig) -> Application:
     ).bind(config.model_dump())
     ingress = serve.deployment(OpenAIIngress, name="OpenAIIngress").options(
         max_ongoing_requests=config.api.max_in_flight * 2,
+        # the ingress relays streams of draining engine replicas; it must outlive their drain
+        graceful_shutdown_timeout_s=config.drain.deadline_s + 5.0,
         ray_actor_options={"num_cpus": 0},
     )
     return ingress.bind(engine, config.model_dump())

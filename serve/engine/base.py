@@ -10,7 +10,7 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from serve.errors import InvalidRequestError
+from serve.errors import ContextLengthError, InvalidRequestError
 
 FinishReason = str  # "stop" | "length" | "abort" | "error"
 
@@ -57,6 +57,26 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     expected_output_tokens: int | None = None  # the caller's guess, for routing and scaling
     session_id: str | None = None  # the client's conversation id, for replica affinity
+
+    def validate(self, context_length: int, vocab_size: int | None = None) -> None:
+        """Raise `InvalidRequestError` (or `ContextLengthError`) for what no engine can serve:
+        an empty prompt, token ids outside the vocabulary, sampling out of range, or prompt plus
+        max_tokens beyond the context."""
+        ids = self.prompt_token_ids
+        if not ids:
+            raise InvalidRequestError("the prompt is empty", param="prompt")
+        if vocab_size is not None:
+            bad = next((t for t in ids if not 0 <= t < vocab_size), None)
+            if bad is not None:
+                raise InvalidRequestError(
+                    f"token id {bad} is outside the vocabulary [0, {vocab_size})", param="prompt")
+        self.sampling.validate()
+        total = len(ids) + self.sampling.max_tokens
+        if total > context_length:
+            raise ContextLengthError(
+                f"prompt ({len(ids)} tokens) plus max_tokens ({self.sampling.max_tokens}) is "
+                f"{total} tokens, over the context length of {context_length}; shorten the "
+                "prompt or lower max_tokens", param="max_tokens")
 
 
 @dataclass(frozen=True)
@@ -138,5 +158,6 @@ class Engine(abc.ABC):
     async def health(self) -> None:
         """Return when the engine can serve; raise `EngineDeadError` when it cannot."""
 
-    async def shutdown(self) -> None:  # noqa: B027 - optional hook
-        """Release resources; in-flight requests end with an error."""
+    async def shutdown(self, reason: str = "the engine was shut down") -> None:  # noqa: B027
+        """Release resources; in-flight requests end with an `EngineDeadError` saying
+        `reason`."""

@@ -94,7 +94,10 @@ class EngineDeployment:
     async def __del__(self) -> None:
         # Serve calls this after the graceful-shutdown wait: whatever still runs past the drain
         # deadline ends with an error instead of hanging.
-        await self.engine.shutdown()
+        await self.engine.shutdown(
+            f"this engine replica was removed and its drain deadline "
+            f"({self.config.drain.deadline_s:g} s, drain.deadline_s) passed before the request "
+            "finished; retry it")
 
 
 def _replica_id() -> str:

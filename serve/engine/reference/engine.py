@@ -37,7 +37,7 @@ from serve.engine.reference.sampler import sample
 from serve.engine.reference.scheduler import ScheduledItem, Scheduler, SchedulerConfig
 from serve.engine.reference.sequence import Sequence
 from serve.engine.reference.tokenizer import Tokenizer
-from serve.errors import ConfigError, ContextLengthError, EngineDeadError, InvalidRequestError
+from serve.errors import ConfigError, EngineDeadError, InvalidRequestError
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ class ReferenceEngine(Engine):
         self._stats_at = 0.0
         self._dead: BaseException | None = None
         self._stopping = False
+        self._stop_reason = "the engine was shut down"
         self._thread = threading.Thread(target=self._loop, name="r1serve-engine", daemon=True)
         self._thread.start()
 
@@ -205,8 +206,9 @@ class ReferenceEngine(Engine):
         if not await asyncio.to_thread(self.executor.healthy):
             raise EngineDeadError("a rank of the reference engine is not alive")
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, reason: str = "the engine was shut down") -> None:
         with self._cv:
+            self._stop_reason = reason
             self._stopping = True
             self._cv.notify()
         await asyncio.to_thread(self._thread.join)
@@ -216,21 +218,8 @@ class ReferenceEngine(Engine):
     def _validate(self, request: GenerationRequest) -> None:
         if self._dead is not None:
             raise EngineDeadError(f"reference engine stopped: {self._dead!r}")
-        ids = request.prompt_token_ids
-        if not ids:
-            raise InvalidRequestError("the prompt is empty", param="prompt")
-        vocab = self.args.vocab_size
-        bad = next((t for t in ids if not 0 <= t < vocab), None)
-        if bad is not None:
-            raise InvalidRequestError(
-                f"token id {bad} is outside the vocabulary [0, {vocab})", param="prompt")
-        request.sampling.validate()
-        total = len(ids) + request.sampling.max_tokens
-        if total > self.max_model_len:
-            raise ContextLengthError(
-                f"prompt ({len(ids)} tokens) plus max_tokens ({request.sampling.max_tokens}) is "
-                f"{total} tokens, over the context length of {self.max_model_len}; shorten the "
-                "prompt or lower max_tokens", param="max_tokens")
+        request.validate(self.max_model_len, self.args.vocab_size)
+        total = len(request.prompt_token_ids) + request.sampling.max_tokens
         capacity = self.config.kv_pages * self.config.page_size
         if total > capacity:
             raise InvalidRequestError(
@@ -263,7 +252,7 @@ class ReferenceEngine(Engine):
                 now = time.monotonic()
                 if now - self._stats_at > 0.1 or not self._has_work():
                     self._stats, self._stats_at = self._snapshot(), now
-            self._fail_all(EngineDeadError("the engine was shut down"))
+            self._fail_all(EngineDeadError(self._stop_reason))
         except BaseException as e:  # a failed rank or a bug must not leave any request hanging
             log.exception("reference engine step failed")
             self._dead = e

@@ -31,7 +31,7 @@ from serve.engine.base import Engine, EngineStats, GenerationRequest, TokenDelta
 from serve.engine.sglang.sampling import to_sglang
 from serve.engine.sglang.stats import RequestTotals, engine_stats, recent_p90
 from serve.engine.sglang.stream_adapter import StreamAdapter
-from serve.errors import ContextLengthError, EngineDeadError, InvalidRequestError
+from serve.errors import EngineDeadError, InvalidRequestError
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +153,12 @@ class SGLangEngine(Engine):
         await self._probe()
         self._last_output = time.monotonic()
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, reason: str = "the engine was shut down") -> None:
         """Abort what still runs (its streams end with an error), then stop SGLang's actors."""
         if self._stopping:
             return
         self._stopping = True
-        self._dead = "the engine was shut down"
+        self._dead = reason
         for rid in list(self._live):
             self._abort_backend(rid)
         deadline = time.monotonic() + 5.0
@@ -173,18 +173,10 @@ class SGLangEngine(Engine):
     def _validate(self, request: GenerationRequest) -> None:
         if self._dead is not None:
             raise EngineDeadError(f"SGLang engine stopped: {self._dead}")
-        ids = request.prompt_token_ids
-        if not ids:
-            raise InvalidRequestError("the prompt is empty", param="prompt")
+        request.validate(self.context_length)
         if request.request_id in self._live:
             raise InvalidRequestError(f"request id {request.request_id!r} is already in "
                                       "flight", param="request_id")
-        total = len(ids) + request.sampling.max_tokens
-        if total > self.context_length:
-            raise ContextLengthError(
-                f"prompt ({len(ids)} tokens) plus max_tokens ({request.sampling.max_tokens}) is "
-                f"{total} tokens, over the context length of {self.context_length}; shorten "
-                "the prompt or lower max_tokens", param="max_tokens")
 
     def _on_finish(self, delta: TokenDelta) -> TokenDelta:
         if delta.usage is not None:
