@@ -45,15 +45,14 @@ def stream_while_deleting(config, max_tokens: int) -> list[dict]:
     return events
 
 
-def deploy(tiny_fp32_dir, deadline_s: float):
+def deploy(tiny_fp32_dir, port: int, deadline_s: float):
     config = R1ServeConfig.from_dict({
         "model": {"path": str(tiny_fp32_dir), "context_length": 4096},
         "engine": {"devices_per_node": 1, "kv_pages": 512},
-        "api": {"port": free_port(), "max_tokens_cap": 4000},
+        "api": {"port": port, "max_tokens_cap": 4000},
         "drain": {"deadline_s": deadline_s},
         "app_name": f"drain-{int(deadline_s)}",
     })
-    serve.start(http_options={"host": "127.0.0.1", "port": config.api.port})
     serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
     wait_healthy(config, timeout_s=240, progress=lambda _: None)
     return config
@@ -61,13 +60,16 @@ def deploy(tiny_fp32_dir, deadline_s: float):
 
 @pytest.fixture(scope="module")
 def ray_local():
+    """One local Ray and one Serve proxy (its port is fixed once Serve starts)."""
+    port = free_port()
     with local_ray(1, cpus_per_node=2):
-        yield
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield port
         serve.shutdown()
 
 
 def test_removed_replica_finishes_its_running_stream(ray_local, tiny_fp32_dir):
-    config = deploy(tiny_fp32_dir, deadline_s=60)
+    config = deploy(tiny_fp32_dir, ray_local, deadline_s=60)
     events = stream_while_deleting(config, max_tokens=120)
     finals = [e for e in events if e.get("choices") and e["choices"][0]["finish_reason"]]
     assert finals and finals[-1]["choices"][0]["finish_reason"] == "length"
@@ -75,7 +77,7 @@ def test_removed_replica_finishes_its_running_stream(ray_local, tiny_fp32_dir):
 
 
 def test_past_the_deadline_the_stream_ends_with_a_clear_error(ray_local, tiny_fp32_dir):
-    config = deploy(tiny_fp32_dir, deadline_s=1)
+    config = deploy(tiny_fp32_dir, ray_local, deadline_s=1)
     t0 = time.monotonic()
     events = stream_while_deleting(config, max_tokens=3900)
     assert time.monotonic() - t0 < 60  # ended, did not hang
