@@ -22,6 +22,7 @@ import threading
 import time
 
 import httpx2 as httpx
+import torch
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
@@ -82,11 +83,16 @@ class BareIngress:
         return StreamingResponse(gen(), media_type="text/event-stream")
 
 
+# One client for every request, as a real client keeps its connections: building a client
+# (TLS context and all) costs tens of milliseconds, which would drown what is measured.
+_CLIENT = httpx.Client(timeout=120)
+
+
 def _time_stream(method: str, url: str, **kw) -> tuple[float, float]:
     """(time to first data line, mean time between later data lines)."""
     t0 = time.perf_counter()
     stamps = []
-    with httpx.stream(method, url, timeout=120, **kw) as r:
+    with _CLIENT.stream(method, url, **kw) as r:
         for line in r.iter_lines():
             if line.startswith("data:") and "[DONE]" not in line and '"usage"' not in line:
                 stamps.append(time.perf_counter())
@@ -113,7 +119,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--router", choices=["prefix_aware", "power_of_two"], default="prefix_aware")
     ns = ap.parse_args()
+    torch.set_num_threads(1)  # as the engine replica runs (engine.devices_per_node: 1)
     path = tiny_checkpoint(None)
     plain_port, serve_port = _port(), _port()
     server = uvicorn.Server(uvicorn.Config(_plain_app(ns.tokens), host="127.0.0.1",
@@ -122,7 +130,8 @@ def main() -> None:
     config = R1ServeConfig.from_dict({
         "model": {"path": str(path), "context_length": 1024},
         "engine": {"devices_per_node": 1, "kv_pages": 256},
-        "api": {"port": serve_port, "max_tokens_cap": 512}, "app_name": "r1serve-bench"})
+        "api": {"port": serve_port, "max_tokens_cap": 512}, "router": {"policy": ns.router},
+        "app_name": "r1serve-bench"})
     with local_ray(1, cpus_per_node=2):
         serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
         serve.run(BareIngress.bind(Stub.bind()), name="bare", route_prefix="/bare",
