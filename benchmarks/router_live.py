@@ -53,15 +53,14 @@ def _conversation(client: openai.OpenAI, c: int, turns: int) -> list[tuple[float
     return out
 
 
-def _run(path, policy: str, conversations: int, turns: int) -> dict:
+def _run(path, port: int, policy: str, conversations: int, turns: int) -> dict:
     config = R1ServeConfig.from_dict({
         "model": {"path": str(path), "context_length": 2048},
         "engine": {"devices_per_node": 1, "kv_pages": 512, "page_size": 16},
-        "api": {"port": _port(), "max_tokens_cap": 64},
+        "api": {"port": port, "max_tokens_cap": 64},
         "router": {"policy": policy},
         "autoscaling": {"min_replicas": 2, "max_replicas": 2},
         "app_name": f"bench-{policy}"})
-    serve.start(http_options={"host": "127.0.0.1", "port": config.api.port})
     serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
     wait_healthy(config, timeout_s=300, progress=lambda _: None)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{config.api.port}/v1", api_key="none",
@@ -83,8 +82,10 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=4)
     ns = ap.parse_args()
     path = tiny_checkpoint(None)
+    port = _port()
     with local_ray(1, cpus_per_node=2):
-        rows = [_run(path, policy, ns.conversations, ns.turns)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})  # one proxy, both runs
+        rows = [_run(path, port, policy, ns.conversations, ns.turns)
                 for policy in ("prefix_aware", "power_of_two")]
         serve.shutdown()
     print(json.dumps(rows))
