@@ -30,6 +30,7 @@ class OpenAIIngress:
     def __init__(self, engine: Any, config: dict) -> None:
         self.engine = engine
         self.config = R1ServeConfig.from_dict(config)
+        self.config.apply_logging()
 
     def __serve_build_asgi_app__(self):
         from serve.api.ingress import build_openai_app
@@ -43,8 +44,21 @@ class OpenAIIngress:
             from serve.routing.routing_metrics import ROUTING_REGISTRY
 
             registries.append(ROUTING_REGISTRY)
-        return build_openai_app(HandleEngineClient(self.engine), tokenizer,
-                                api_settings(self.config), registries)
+        self.asgi = build_openai_app(HandleEngineClient(self.engine), tokenizer,
+                                     api_settings(self.config), registries)
+        return self.asgi
+
+    def routing_summary(self) -> dict[str, float]:
+        """For `r1serve status`: what the router predicted would be cached against what the
+        engines reported as cached, over the requests this ingress replica served."""
+        from serve.routing.routing_metrics import routing_totals
+
+        registry = self.asgi.state.metrics.registry
+        summary = routing_totals() if self.config.router.policy == "prefix_aware" else {}
+        for key, name in (("engine_prompt_tokens", "r1serve_api_prompt_tokens_total"),
+                          ("engine_cached_tokens", "r1serve_api_cached_prompt_tokens_total")):
+            summary[key] = registry.get_sample_value(name) or 0.0
+        return summary
 
 
 def _scaling(config: R1ServeConfig) -> dict[str, Any]:

@@ -107,6 +107,9 @@ def _generate_with(ns: argparse.Namespace, engine) -> int:
         request = GenerationRequest(uuid.uuid4().hex, tuple(_prompt_ids(ns, engine.tokenizer)),
                                     sampling)
         result = asyncio.run(_generate_one(engine, request, stream_text=not ns.json))
+        if ns.save_expert_counts:  # while the ranks still run
+            Path(ns.save_expert_counts).write_text(
+                json.dumps({"counts": engine.expert_counts()}))
     finally:
         asyncio.run(engine.shutdown())
     if ns.json:
@@ -149,6 +152,15 @@ def _status(ns: argparse.Namespace) -> int:
         for dname, dep in app.deployments.items():
             replicas = ", ".join(f"{n} {s}" for s, n in dep.replica_states.items())
             print(f"  {dname}: {dep.status} ({replicas or 'no replicas'})")
+        if "OpenAIIngress" in app.deployments:
+            ingress = serve.get_deployment_handle("OpenAIIngress", app_name=name)
+            r = ingress.routing_summary.remote().result(timeout_s=30)
+            predicted = r.get("predicted_cached_tokens")
+            print(f"  routing (one ingress replica): {r['engine_cached_tokens']:.0f} of "
+                  f"{r['engine_prompt_tokens']:.0f} prompt tokens served from cache"
+                  + ("" if predicted is None else
+                     f"; router predicted {predicted:.0f} cached over {r['requests']:.0f} "
+                     "routed requests"))
         if "EngineDeployment" in app.deployments:
             handle = serve.get_deployment_handle("EngineDeployment", app_name=name)
             seen = {}
@@ -198,6 +210,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--nodes", type=int, default=1,
                    help="simulated Ray nodes the ranks spread over (one bundle per node)")
     g.add_argument("--placement", help="expert placement JSON from `r1serve eplb`")
+    g.add_argument("--save-expert-counts", metavar="PATH",
+                   help="write the tokens routed to each expert per MoE layer, the input of "
+                   "`r1serve eplb --load`")
     g.set_defaults(func=_generate)
 
     u = sub.add_parser("up", help="serve on a local Ray at http://127.0.0.1:8000/v1")

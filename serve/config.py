@@ -48,6 +48,9 @@ class EngineSection(_Section):
     max_batched_tokens: int = Field(512, ge=1, description="Tokens per engine step; longer "
                                     "prompts are prefilled in chunks.")
     prefix_cache: bool = Field(True, description="Reuse KV of shared prompt prefixes.")
+    expert_placement: str | None = Field(
+        None, description="Expert placement JSON written by `r1serve eplb` ('reference' with "
+        "ep_size > 1); empty: experts split contiguously over the ranks.")
     backend_args: dict[str, Any] = Field(default_factory=dict, description="Extra arguments "
                                          "for the backend (for 'sglang': ServerArgs fields).")
 
@@ -169,6 +172,13 @@ class R1ServeConfig(_Section):
                              f"engine.nodes_per_replica ({e.nodes_per_replica}): the reference "
                              "engine puts the same number of ranks on every node")
         return self
+
+    def apply_logging(self) -> None:
+        """Set r1serve's own loggers (not Ray's) to `observability.log_level` in this process."""
+        import logging
+
+        for name in ("serve", "cluster"):
+            logging.getLogger(name).setLevel(self.observability.log_level)
 
     @classmethod
     def local_default(cls) -> R1ServeConfig:

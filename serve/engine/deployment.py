@@ -54,6 +54,7 @@ class EngineDeployment:
         from serve.engine.registry import build_engine
 
         self.config = R1ServeConfig.from_dict(config)
+        self.config.apply_logging()
         if engine is None:
             import torch
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from serve.config import R1ServeConfig
 from serve.engine.base import Engine
+from serve.errors import ConfigError
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,18 @@ def _reference(config: R1ServeConfig) -> Engine:
 
     from serve.engine.reference.ep_engine import start_ep_engine
 
+    placement = None
+    if e.expert_placement:
+        from cluster.expert_placement import ExpertPlacement
+
+        try:
+            placement = ExpertPlacement.from_json(Path(e.expert_placement).read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"engine.expert_placement: {err}") from err
     ranks_per_node = e.ep_size // e.nodes_per_replica
     return start_ep_engine(
         model_path(config), engine_config, ep=e.ep_size, nodes=e.nodes_per_replica,
-        placement_group=ray.util.get_current_placement_group(),
+        placement=placement, placement_group=ray.util.get_current_placement_group(),
         cpus_per_rank=e.devices_per_node / ranks_per_node, env=_network_env())
 
 

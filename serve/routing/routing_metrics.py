@@ -31,6 +31,17 @@ PREDICTED_CACHED_PER_REQUEST = Histogram(
     buckets=_TOKEN_BUCKETS, registry=ROUTING_REGISTRY)
 
 
+def routing_totals() -> dict[str, float]:
+    """Totals so far in this process: routed requests, their prompt tokens, and the prompt
+    tokens the router predicted to be cached where it sent them."""
+    def total(name: str) -> float:
+        return sum(s.value for m in ROUTING_REGISTRY.collect() for s in m.samples
+                   if s.name == name)
+    return {"requests": total("r1serve_router_requests_total"),
+            "prompt_tokens": total("r1serve_router_prompt_tokens_total"),
+            "predicted_cached_tokens": total("r1serve_router_predicted_cached_tokens_total")}
+
+
 def record_routed(reason: str, prompt_tokens: int, predicted_cached_tokens: int) -> None:
     """Count one routed request and the router's prediction for it."""
     ROUTED_REQUESTS.labels(reason=reason).inc()

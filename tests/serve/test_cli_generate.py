@@ -59,3 +59,27 @@ def test_missing_checkpoint_names_the_file(tmp_path):
     res = r1serve("generate", "--model", str(tmp_path / "nowhere"), "--prompt", "hi")
     assert res.returncode == 2
     assert "config.json" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.multinode
+def test_expert_parallel_generate_with_an_eplb_placement_matches_one_rank(tiny_fp32_dir,
+                                                                          tmp_path):
+    """The operator's loop: count expert load, balance it with `r1serve eplb`, run EP=4 over
+    two simulated nodes from the saved placement; the tokens equal one rank's."""
+    prompt = ("--prompt-ids", "0,17,300,42,9,1234,77,5,801,33", "--max-tokens", "8", "--json")
+    counts = tmp_path / "counts.json"
+    one = r1serve("generate", "--model", str(tiny_fp32_dir), *prompt,
+                  "--save-expert-counts", str(counts))
+    assert one.returncode == 0, one.stderr
+    per_layer = json.loads(counts.read_text())["counts"]
+    assert len(per_layer) == 3 and all(len(layer) == 16 for layer in per_layer)
+    # every token processed (10 prompt + 7 fed back) picked 4 experts in every MoE layer
+    assert all(sum(layer) == (10 + 7) * 4 for layer in per_layer)
+    placement = tmp_path / "placement.json"
+    plan = r1serve("eplb", "--load", str(counts), "--ep", "4", "--nodes", "2",
+                   "--redundant", "4", "--groups", "4", "--out", str(placement))
+    assert plan.returncode == 0, plan.stderr
+    four = r1serve("generate", "--model", str(tiny_fp32_dir), *prompt, "--ep", "4",
+                   "--nodes", "2", "--placement", str(placement), timeout=400)
+    assert four.returncode == 0, four.stderr[-2000:]
+    assert last_json(four.stdout)["token_ids"] == last_json(one.stdout)["token_ids"]

@@ -109,3 +109,28 @@ def test_status_command_shows_replicas_and_engine_stats(app, capsys):
     assert main(["status", "--address", ray.get_runtime_context().gcs_address]) == 0
     out = capsys.readouterr().out
     assert "EngineDeployment" in out and "engine " in out and "KV" in out
+    assert "served from cache" in out and "router predicted" in out
+
+
+def test_loadtest_against_the_live_app(app, tmp_path):
+    """`r1-loadtest` on a multi-turn workload: every request completes, the reasoning tokens
+    are counted from the server's usage, and the server's prefix-cache hits show up."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "loadtest", "--url", f"http://127.0.0.1:{app.api.port}",
+         "--workload", "conversation", "--num-requests", "3", "--min-turns", "3",
+         "--max-turns", "3", "--system-prompt-tokens", "40", "--think-time-s", "0",
+         "--input-dist", "fixed", "--input-mean", "8",
+         "--output-dist", "fixed", "--output-mean", "6", "--ignore-eos", "--concurrency", "3",
+         "--no-progress", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    s = result["summary"]
+    assert s["requests_completed"] == 9 and s["requests_failed"] == 0
+    assert s["ttft_s"]["p50"] > 0 and s["e2e_s"]["p99"] >= s["ttft_s"]["p99"]
+    assert s["cache_hit_rate"] > 0  # later turns resend the history the engine cached
+    assert (out / "summary.md").exists()

@@ -200,6 +200,11 @@ class ReferenceEngine(Engine):
             return len(seq.token_ids) - hit + busy, len(s.running) + len(s.waiting)
         return min(range(len(self.schedulers)), key=cost)
 
+    def expert_counts(self) -> list[list[int]]:
+        """Tokens routed to each expert per MoE layer so far, over all ranks: the load that
+        `r1serve eplb --load` balances (`{"counts": engine.expert_counts()}`)."""
+        return self.executor.expert_counts()
+
     async def health(self) -> None:
         if self._dead is not None or not self._thread.is_alive():
             raise EngineDeadError(f"reference engine stopped: {self._dead!r}")

@@ -35,6 +35,11 @@ class RayExecutor(ModelExecutor):
         refs = self.group.call_each("step", [(list(b),) for b in batches])
         return self.group.get(refs, timeout_s=self.step_timeout_s)
 
+    def expert_counts(self) -> list[list[int]]:
+        per_rank = self.group.get(self.group.call("expert_counts"), timeout_s=60)
+        return [[sum(c) for c in zip(*layers, strict=True)]
+                for layers in zip(*per_rank, strict=True)]
+
     def healthy(self) -> bool:
         return self.group.healthy()
 

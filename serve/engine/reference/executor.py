@@ -23,6 +23,10 @@ class ModelExecutor(abc.ABC):
     def run(self, batches: Sequence[Sequence[StepItem]]) -> list[torch.Tensor | None]:
         """One step on every rank (ranks with no items still take part); logits per rank."""
 
+    @abc.abstractmethod
+    def expert_counts(self) -> list[list[int]]:
+        """Tokens routed to each expert per MoE layer, summed over ranks (EPLB's input)."""
+
     def healthy(self) -> bool:
         return True
 
@@ -41,3 +45,6 @@ class LocalExecutor(ModelExecutor):
     def run(self, batches: Sequence[Sequence[StepItem]]) -> list[torch.Tensor | None]:
         (items,) = batches
         return [self.runner.run(items) if items else None]
+
+    def expert_counts(self) -> list[list[int]]:
+        return self.runner.model.expert_counts()

@@ -63,6 +63,12 @@ class Transformer(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.rope = RotaryEmbedding(args.rope, args.qk_rope_head_dim)
 
+    def expert_counts(self) -> list[list[int]]:
+        """Tokens routed to each expert, per MoE layer, since the model was built."""
+        return [[0] * self.args.n_routed_experts if layer.mlp.token_counts is None
+                else layer.mlp.token_counts.tolist()
+                for layer in self.model.layers if isinstance(layer.mlp, MoE)]
+
     @torch.inference_mode()
     def forward(self, batch: ForwardBatch, kv_cache: torch.Tensor) -> torch.Tensor:
         """Run every token of `batch`; return logits [B, V] (float32) at `batch.logits_index`.

@@ -79,10 +79,14 @@ class MoE(nn.Module):
             MLP(args.hidden_size, args.moe_intermediate_size * args.n_shared_experts)
             if args.n_shared_experts else None)
         self.dispatcher: ExpertDispatcher | None = None
+        # Tokens this process routed to each expert (for EPLB); summed over ranks by the engine.
+        self.token_counts: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights, ids = self.gate(x)
         t, k = ids.shape
+        counts = torch.bincount(ids.flatten(), minlength=self.gate.n_experts)
+        self.token_counts = counts if self.token_counts is None else self.token_counts + counts
         if self.dispatcher is None:
             y = self.apply_experts(x.repeat_interleave(k, dim=0), ids.flatten())
         else:

@@ -72,6 +72,9 @@ class RankWorker:
         moe_layers = a.num_hidden_layers - a.first_k_dense_replace
         return moe_layers * a.n_routed_experts * 3 * a.hidden_size * a.moe_intermediate_size * 4
 
+    def expert_counts(self) -> list[list[int]]:
+        return self.model.expert_counts()
+
     def bytes_sent(self) -> int:
         return 0 if self.dispatcher is None else self.dispatcher.bytes_sent
 
