@@ -27,7 +27,9 @@ def test_trace_replay_keeps_order_timing_and_prefix_sharing(fake_server, tmp_pat
     assert [r.request_id for r in records] == [f"mooncake-{i}" for i in range(4)]
     for record, due in zip(records, (0.0, 0.1, 0.2, 0.3), strict=True):
         assert record.due_s == due
-        assert 0 <= record.client_queue_s < 0.01
+        # sent on time: late by well under the 100 ms between arrivals (a shared CI host can
+        # hold a ready task back by a few tens of milliseconds)
+        assert 0 <= record.client_queue_s < 0.05
     # The server received the requests in trace order, and equal ids came as equal text.
     prompts = [log.body["messages"][0]["content"] for log in server.logs]
     assert prompts[0] == prompts[3] and prompts[0][:100] == prompts[1][:100]
@@ -43,7 +45,7 @@ def test_closed_loop_keeps_concurrency_and_due_times(fake_server) -> None:
     records = asyncio.run(Runner(Endpoint(server.url, "r1")).run(schedule))
     assert len(records) == 12 and all(r.ok for r in records)
     assert server.max_in_flight == 3
-    assert max(r.client_queue_s for r in records) < 0.01
+    assert max(r.client_queue_s for r in records) < 0.05  # closed loop: no backlog
 
 
 def test_conversations_resend_history_after_each_answer(fake_server) -> None:
