@@ -30,6 +30,7 @@ from serve.autoscaling.fleet_sim import FleetConfig, run_fleet
 from serve.autoscaling.replica_model import ReplicaModel, ReplicaSpec, SimRequest
 from serve.autoscaling.sim_router import CoreSimRouter
 from serve.autoscaling.workload import load_mooncake
+from serve.routing.knobs import RouterKnobs
 
 TRACE_RATE = 12031 / 3537.0  # the conversation trace's mean arrivals per second
 PER_REPLICA_RATE = {"trace": 1.2, "r1": 0.2}  # offered requests/s per replica
@@ -160,15 +161,17 @@ class Row:
     imbalance: float
 
 
-def run_one(args: tuple[Scenario, str, int, int]) -> tuple[Scenario, Row]:
-    sc, router_name, n_requests, seed = args
+def run_one(args: tuple[Scenario, str, int, int, dict[str, float]]) -> tuple[Scenario, Row]:
+    sc, router_name, n_requests, seed, knobs = args
     scale = PER_REPLICA_RATE[sc.outputs] * sc.replicas / TRACE_RATE
     reqs = load_mooncake(limit=n_requests, time_scale=scale, r1_outputs=sc.outputs == "r1",
                          seed=seed)
     spec = ReplicaSpec(kv_capacity_tokens=GPU_KV_TOKENS,
                        host_cache_tokens=HOST_TOKENS if sc.cache == "gpu+host" else 0)
     cfg = FleetConfig(spec=spec, initial_replicas=sc.replicas, report_period_s=2.0)
-    result = run_fleet(reqs, ROUTERS[router_name](seed=seed), cfg)
+    router = (CoreSimRouter(RouterKnobs.from_dict(knobs), seed=seed) if router_name == "ours"
+              else ROUTERS[router_name](seed=seed))
+    result = run_fleet(reqs, router, cfg)
     prompt = sum(r.prompt_tokens for r in result.requests)
     cached = sum(r.cached_tokens for r in result.requests)
     ttft = sorted(r.ttft for r in result.requests if r.ttft is not None)
@@ -184,10 +187,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--routers", default=",".join(ROUTERS))
+    p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                   help="override one of our router's knobs (serve.routing.RouterKnobs)")
     args = p.parse_args(argv)
+    knobs = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.knob)}
+    RouterKnobs.from_dict(knobs)  # an unknown knob fails here, before the long run
     scenarios = [Scenario(n, o, c) for n, o, c in
                  itertools.product((4, 16), ("trace", "r1"), ("gpu", "gpu+host"))]
-    jobs = [(sc, r, args.requests, args.seed) for sc in scenarios
+    jobs = [(sc, r, args.requests, args.seed, knobs) for sc in scenarios
             for r in args.routers.split(",")]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run_one, jobs))
