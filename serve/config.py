@@ -51,6 +51,10 @@ class EngineSection(_Section):
     expert_placement: str | None = Field(
         None, description="Expert placement JSON written by `r1serve eplb` ('reference' with "
         "ep_size > 1); empty: experts split contiguously over the ranks.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment for the engine's rank processes, "
+        "over what the replica inherits: network-interface settings for torch.distributed "
+        "and NCCL (NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME, NCCL_IB_GID_INDEX, ...).")
     backend_args: dict[str, Any] = Field(default_factory=dict, description="Extra arguments "
                                          "for the backend (for 'sglang': ServerArgs fields).")
 

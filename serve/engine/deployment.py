@@ -42,7 +42,8 @@ def replica_placement(config: R1ServeConfig) -> dict[str, Any]:
         # settings, HF_TOKEN, the CUDA-visibility switch SGLang's own launcher sets).
         return {"placement_group_bundles": bundles, "placement_group_strategy": strategy,
                 "ray_actor_options": {"num_cpus": 1.0, "runtime_env":
-                                      plan_ray_launch(config, os.environ).runtime_env()}}
+                                      plan_ray_launch(config, {**os.environ, **e.env})
+                                      .runtime_env()}}
     return {"placement_group_bundles": bundles, "placement_group_strategy": strategy,
             "ray_actor_options": {"num_cpus": 0.0}}
 

@@ -62,11 +62,12 @@ def _reference(config: R1ServeConfig) -> Engine:
     return start_ep_engine(
         model_path(config), engine_config, ep=e.ep_size, nodes=e.nodes_per_replica,
         placement=placement, placement_group=ray.util.get_current_placement_group(),
-        cpus_per_rank=e.devices_per_node / ranks_per_node, env=_network_env())
+        cpus_per_rank=e.devices_per_node / ranks_per_node, env={**_network_env(), **e.env})
 
 
 def _network_env() -> dict[str, str]:
-    """Interface settings for torch.distributed, passed from this process to the ranks."""
+    """Interface settings for torch.distributed, passed from this process to the ranks
+    (`engine.env` in the config adds to and overrides them)."""
     import os
 
     names = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_GID_INDEX", "NCCL_DEBUG")
