@@ -16,7 +16,8 @@ from loadtest.workloads import (
     SyntheticReasoning,
 )
 
-TRACES = Path("/work/shared/data/traces")
+# ../shared beside the checkout, as on every development and CI machine
+TRACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces"
 
 
 def write_mooncake(tmp_path: Path) -> Path:
