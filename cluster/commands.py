@@ -1,6 +1,6 @@
 """`r1serve eplb` and `r1serve plan`: argparse front ends for EPLB and capacity planning.
 
-The lead CLI (serve/cli.py) calls `add_eplb_parser(sub)` and `add_plan_parser(sub)`; each sets
+serve/cli.py calls `add_eplb_parser(sub)` and `add_plan_parser(sub)`; each sets
 `func` to a handler that takes the parsed namespace and returns the exit code.
 """
 

@@ -3,7 +3,7 @@
 `apply` renders the chart with `helm template` and server-side-applies every object (field
 manager `r1serve`); `delete` removes them again (the weights claim only when asked); `status`
 reads the RayService's conditions, Serve applications and endpoints, and with `--wait` polls
-until it is Ready. The lead CLI (serve/cli.py) calls `add_k8s_parser(sub)`; each subcommand
+until it is Ready. serve/cli.py calls `add_k8s_parser(sub)`; each subcommand
 sets `func` to a handler that takes the parsed namespace and returns the exit code.
 """
 

@@ -1,4 +1,4 @@
-"""`r1serve eplb` and `r1serve plan` through argparse, as the lead CLI wires them."""
+"""`r1serve eplb` and `r1serve plan` through argparse, as `r1serve` wires them."""
 
 from __future__ import annotations
 

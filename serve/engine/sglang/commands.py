@@ -1,7 +1,7 @@
 """`r1serve sglang-args`: the SGLang command lines of a profile, for operators who run SGLang by
 hand (outside Ray Serve) or want to see what the engine deployment will start.
 
-The lead CLI (serve/cli.py) calls `add_sglang_args_parser(sub)`; it sets `func` to a handler
+serve/cli.py calls `add_sglang_args_parser(sub)`; it sets `func` to a handler
 that takes the parsed namespace and returns the exit code.
 """
 
