@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,19 +18,13 @@ import openai
 from ray import serve
 
 from benchmarks.common import tiny_checkpoint
-from cluster.local_cluster import local_ray
-from serve.app import build_app
+from cluster.local_cluster import free_port, local_ray
 from serve.config import R1ServeConfig
-from serve.runner import wait_healthy
+from serve.runner import start_app, wait_healthy
 
 DOC = ("Background for this conversation: a long reference document that the user keeps "
        "asking about, turn after turn, so every request repeats it. ") * 10
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _conversation(client: openai.OpenAI, c: int, turns: int) -> list[tuple[float, int, int]]:
@@ -61,7 +54,7 @@ def _run(path, port: int, policy: str, conversations: int, turns: int) -> dict:
         "router": {"policy": policy},
         "autoscaling": {"min_replicas": 2, "max_replicas": 2},
         "app_name": f"bench-{policy}"})
-    serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
+    start_app(config)
     wait_healthy(config, timeout_s=300, progress=lambda _: None)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{config.api.port}/v1", api_key="none",
                            max_retries=0, timeout=120)
@@ -82,7 +75,7 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=4)
     ns = ap.parse_args()
     path = tiny_checkpoint(None)
-    port = _port()
+    port = free_port()
     with local_ray(1, cpus_per_node=2):
         serve.start(http_options={"host": "127.0.0.1", "port": port})  # one proxy, both runs
         rows = [_run(path, port, policy, ns.conversations, ns.turns)

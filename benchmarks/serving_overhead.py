@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import threading
 import time
@@ -29,18 +28,11 @@ from fastapi.responses import StreamingResponse
 from ray import serve
 
 from benchmarks.common import tiny_checkpoint
-from cluster.local_cluster import local_ray
-from serve.app import build_app
+from cluster.local_cluster import free_port, local_ray
 from serve.config import R1ServeConfig
 from serve.engine.base import GenerationRequest, SamplingParams
 from serve.engine.reference.engine import EngineConfig, ReferenceEngine
-from serve.runner import wait_healthy
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serve.runner import start_app, wait_healthy
 
 
 def _pieces(n: int) -> list[str]:
@@ -123,7 +115,7 @@ def main() -> None:
     ns = ap.parse_args()
     torch.set_num_threads(1)  # as the engine replica runs (engine.devices_per_node: 1)
     path = tiny_checkpoint(None)
-    plain_port, serve_port = _port(), _port()
+    plain_port, serve_port = free_port(), free_port()
     server = uvicorn.Server(uvicorn.Config(_plain_app(ns.tokens), host="127.0.0.1",
                                            port=plain_port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
@@ -136,7 +128,7 @@ def main() -> None:
         serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
         serve.run(BareIngress.bind(Stub.bind()), name="bare", route_prefix="/bare",
                   blocking=False)
-        serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
+        start_app(config)
         wait_healthy(config, timeout_s=300, progress=lambda _: None)
         engine = ReferenceEngine.from_checkpoint(path, EngineConfig(kv_pages=256,
                                                                     max_model_len=1024))

@@ -53,9 +53,3 @@ class EngineDeadError(R1ServeError):
     status_code = 503
     code = "engine_unavailable"
 
-
-class RequestAbortedError(R1ServeError):
-    """The request was aborted before it finished."""
-
-    status_code = 499
-    code = "request_aborted"

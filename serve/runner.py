@@ -22,7 +22,9 @@ class DeployError(R1ServeError):
     code = "deploy_failed"
 
 
-def _start(config: R1ServeConfig) -> None:
+def start_app(config: R1ServeConfig) -> None:
+    """Deploy the application on the connected Ray; the HTTP proxy takes the config's host and
+    port unless Serve already runs (then its proxy stays where it is)."""
     from ray import serve
 
     from serve.app import build_app
@@ -85,7 +87,7 @@ def up(config: R1ServeConfig, timeout_s: float = 600.0) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        _start(config)
+        start_app(config)
         wait_healthy(config, timeout_s)
         print(ready_line(config), flush=True)
         while not stop.wait(1.0):
@@ -102,7 +104,7 @@ def deploy(config: R1ServeConfig, address: str | None, timeout_s: float = 1800.0
     import ray
 
     ray.init(address=address or "auto", logging_level=logging.WARNING)
-    _start(config)
+    start_app(config)
     wait_healthy(config, timeout_s, progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(ready_line(config), flush=True)
     return 0

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -69,13 +69,6 @@ class SimRequest:
         if self.finished_at is None or self.first_token_at is None or self.output_tokens < 2:
             return None
         return (self.finished_at - self.first_token_at) / (self.output_tokens - 1)
-
-
-@dataclass
-class _Running:
-    finish_mark: float
-    start_mark: float
-    req: SimRequest = field(compare=False)
 
 
 class ReplicaModel:

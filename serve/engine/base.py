@@ -129,14 +129,6 @@ class EngineStats:
     cached_block_hashes: tuple[int, ...] = ()  # chain hashes of the page-sized blocks held
     ttft_p90_s: float | None = None  # recent time to first token, 90th percentile
 
-    @property
-    def kv_tokens_used(self) -> int:
-        return self.kv_pages_used * self.page_size
-
-    @property
-    def kv_tokens_total(self) -> int:
-        return self.kv_pages_total * self.page_size
-
 
 class Engine(abc.ABC):
     """A model instance that streams tokens for many concurrent requests."""

@@ -68,9 +68,6 @@ class EngineDeployment:
         async for delta in self.engine.generate(request):
             yield delta
 
-    async def abort(self, request_id: str) -> None:
-        await self.engine.abort(request_id)
-
     async def stats(self) -> tuple[str, EngineStats]:
         return self.replica_id, self.engine.stats()
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import httpx2 as httpx
@@ -12,18 +11,12 @@ import pytest
 import ray
 from ray import serve
 
-from cluster.local_cluster import local_ray
-from serve.app import build_app
+from cluster.local_cluster import free_port, local_ray
 from serve.config import R1ServeConfig
-from serve.runner import wait_healthy
+from serve.runner import start_app, wait_healthy
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +28,7 @@ def app(tiny_fp32_dir):
         "app_name": "r1serve-test",
     })
     with local_ray(1, cpus_per_node=2):
-        serve.start(http_options={"host": "127.0.0.1", "port": config.api.port})
-        serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
+        start_app(config)
         wait_healthy(config, timeout_s=240, progress=lambda _: None)
         yield config
         serve.shutdown()

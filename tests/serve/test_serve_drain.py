@@ -4,7 +4,6 @@ and past the deadline ends them with a clear error instead of leaving them hangi
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -12,18 +11,12 @@ import httpx2 as httpx
 import pytest
 from ray import serve
 
-from cluster.local_cluster import local_ray
-from serve.app import build_app
+from cluster.local_cluster import free_port, local_ray
 from serve.config import R1ServeConfig
-from serve.runner import wait_healthy
+from serve.runner import start_app, wait_healthy
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stream_while_deleting(config, max_tokens: int) -> list[dict]:
@@ -53,7 +46,7 @@ def deploy(tiny_fp32_dir, port: int, deadline_s: float):
         "drain": {"deadline_s": deadline_s},
         "app_name": f"drain-{int(deadline_s)}",
     })
-    serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
+    start_app(config)
     wait_healthy(config, timeout_s=240, progress=lambda _: None)
     return config
 

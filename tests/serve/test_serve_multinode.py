@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,19 +15,13 @@ import pytest
 import ray
 from ray import serve
 
-from cluster.local_cluster import local_ray
-from serve.app import build_app
+from cluster.local_cluster import free_port, local_ray
 from serve.config import R1ServeConfig
-from serve.runner import wait_healthy
+from serve.runner import start_app, wait_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.multinode]
 REPO = Path(__file__).resolve().parents[2]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_one_replica_spans_two_nodes_and_serves(tiny_fp32_dir):
@@ -40,9 +33,8 @@ def test_one_replica_spans_two_nodes_and_serves(tiny_fp32_dir):
         "app_name": "r1serve-2node",
     })
     with local_ray(2, cpus_per_node=1):
-        serve.start(http_options={"host": "127.0.0.1", "port": config.api.port})
         try:
-            serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
+            start_app(config)
             wait_healthy(config, timeout_s=240, progress=lambda _: None)
             # the replica's placement group: one bundle on each node, the ranks inside it
             groups = [g for g in ray.util.placement_group_table().values()
@@ -74,7 +66,8 @@ def test_ray_job_submit_r1serve_deploy(tmp_path, tiny_fp32_dir):
     # --block keeps `ray start` in the foreground, so ending it stops this cluster alone
     # (`ray stop` would stop every Ray on the machine).
     head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", "--num-cpus=2", "--port", str(free_port()),
+        [str(ray_bin), "start", "--head", "--block", "--num-cpus=2", "--port",
+         str(free_port()),
          "--node-ip-address=127.0.0.1", f"--dashboard-port={dash}",
          f"--dashboard-agent-listen-port={free_port()}", "--include-dashboard=true",
          "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL,

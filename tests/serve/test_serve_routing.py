@@ -3,28 +3,20 @@ long prefix land on the replica that cached it, and that engine reports the cach
 
 from __future__ import annotations
 
-import socket
-
 import httpx2 as httpx
 import openai
 import pytest
 from ray import serve
 
-from cluster.local_cluster import local_ray
-from serve.app import build_app
+from cluster.local_cluster import free_port, local_ray
 from serve.config import R1ServeConfig
-from serve.runner import wait_healthy
+from serve.runner import start_app, wait_healthy
 
 pytestmark = pytest.mark.slow
 
 SHARED = ("You are a careful assistant. Here is a long shared document that every turn of the "
           "conversation repeats before its question. " * 12)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_app(tiny_fp32_dir, policy: str):
@@ -42,9 +34,8 @@ def run_app(tiny_fp32_dir, policy: str):
 def test_shared_prefix_requests_follow_the_cache(tiny_fp32_dir, policy):
     config = run_app(tiny_fp32_dir, policy)
     with local_ray(1, cpus_per_node=2):
-        serve.start(http_options={"host": "127.0.0.1", "port": config.api.port})
         try:
-            serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
+            start_app(config)
             wait_healthy(config, timeout_s=240, progress=lambda _: None)
             c = openai.OpenAI(base_url=f"http://127.0.0.1:{config.api.port}/v1",
                               api_key="none", max_retries=0, timeout=60)

@@ -31,7 +31,3 @@ class ForwardBatch:
     slot_mapping: torch.Tensor  # [T] int64, flat cache slot each token's latent is written to
     groups: tuple[AttentionGroup, ...]
     logits_index: torch.Tensor  # [B] flat index of the tokens whose next-token logits we need
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.input_ids.shape[0])

@@ -131,7 +131,6 @@ class Scheduler:
         self._cache_computed(seq)
         self._release(seq)
         seq.status = Status.WAITING
-        seq.preemptions += 1
         self.preemptions += 1
         self.waiting.appendleft(seq)
 

@@ -36,7 +36,6 @@ class Sequence:
     prefix_node: Any = None  # radix-cache node locked for this sequence
     cached_prompt_tokens: int | None = None  # prefix-cache hit at first admission
     generator: torch.Generator | None = None
-    preemptions: int = 0
     arrival_time: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
