@@ -39,7 +39,7 @@ def test_sums_dp_ranks_and_keeps_latest_snapshot() -> None:
                             page_size=16, queued_prefill_tokens=500,
                             expected_remaining_decode_tokens=77, prefix_cache_hit_tokens=4096,
                             prompt_tokens=5000, generation_tokens_per_s=120.0)
-    assert s.kv_tokens_total == 128_000  # 2 ranks x 64k; used is ceil(1017 / 16) pages
+    assert s.kv_pages_total * s.page_size == 128_000  # 2 ranks x 64k; used is ceil(1017 / 16) pages
 
 
 def test_no_loads_yet() -> None:
