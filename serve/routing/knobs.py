@@ -13,13 +13,20 @@ class RouterKnobs:
     """What the cost of sending a request to a replica weighs, in prefill-token units.
 
     cost = uncached prompt tokens - (cache_hit_weight - 1) * cached prompt tokens
+                                     (the bonus only when cached >= affinity_min_match * prompt)
            + queued prefill tokens
            + decode_cost_per_token * outstanding decode tokens + KV-pressure penalty
     """
 
-    # A predicted cached prompt token is worth this many computed ones: a hit also spares the
-    # fleet a second copy of the prefix, so later turns of the conversation hit too.
-    cache_hit_weight: float = 4.0  # tuned on the Mooncake replay (benchmarks/router_replay.py)
+    # A predicted cached prompt token is worth this many computed ones when the match is a
+    # substantial part of the prompt (affinity_min_match): keeping a conversation where its
+    # history lives spares the fleet a second copy, so its later turns hit too. Below that
+    # fraction a hit counts only as the compute it saves: a short shared prefix (a system
+    # prompt) soon sits on every replica, and chasing it would pile unrelated conversations
+    # onto one cache. Chosen on the Mooncake replay (benchmarks/router_replay.py, 1,500
+    # requests, all 8 scenarios) against weights 4-128 and fractions 0-0.5.
+    cache_hit_weight: float = 64.0
+    affinity_min_match: float = 0.3
     # One outstanding decode token costs this many prefill tokens of delay. Decode is batched, so
     # a token of it slows a new request far less than a token of prefill ahead of it.
     decode_cost_per_token: float = 0.05
@@ -44,6 +51,7 @@ class RouterKnobs:
     def __post_init__(self) -> None:
         checks = [
             ("cache_hit_weight", self.cache_hit_weight >= 0),
+            ("affinity_min_match", 0 <= self.affinity_min_match <= 1),
             ("decode_cost_per_token", self.decode_cost_per_token >= 0),
             ("kv_penalty_tokens", self.kv_penalty_tokens >= 0),
             ("kv_soft_limit", 0 < self.kv_soft_limit < 1),

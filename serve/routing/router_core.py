@@ -125,7 +125,10 @@ class RouterCore:
         util = kv_used / kv_total if kv_total else 0.0
         over = max(0.0, util - k.kv_soft_limit) / (1.0 - k.kv_soft_limit)
         load = queued_prefill + k.decode_cost_per_token * decode + k.kv_penalty_tokens * over**2
-        own = uncached - (k.cache_hit_weight - 1.0) * cached
+        # the bonus beyond the compute a hit saves is for continuing a conversation (knobs)
+        substantial = cached >= k.affinity_min_match * request.prompt_tokens
+        bonus = k.cache_hit_weight - 1.0 if substantial else 0.0
+        own = uncached - bonus * cached
         return ScoredReplica(view.replica_id, own + load, load, cached, util)
 
     def _overloaded(self, s: ScoredReplica, scored: list[ScoredReplica]) -> bool:

@@ -59,6 +59,19 @@ def test_load_wins_when_the_cached_replica_is_swamped():
     assert c.choose(["a", "b"], request(p), now=1.0).ranked[0] == "a"
 
 
+def test_only_a_substantial_match_earns_the_affinity_bonus():
+    """A short shared prefix (a system prompt) is worth the compute it saves and no more; a
+    conversation's own history, most of the prompt, keeps its bonus."""
+    c = core(cache_hit_weight=64.0, affinity_min_match=0.3)
+    p = prompt(1)  # 40 blocks
+    hashes = tuple(block_hashes(p, PAGE))
+    c.report("idle", stats(), now=0.0)
+    c.report("shared", stats(cached=hashes[:2], queued_prefill=400), now=0.0)
+    c.report("history", stats(cached=hashes[:30], queued_prefill=400), now=0.0)
+    assert c.choose(["idle", "shared"], request(p), now=1.0).ranked[0] == "idle"
+    assert c.choose(["idle", "history"], request(p), now=1.0).ranked[0] == "history"
+
+
 def test_kv_pressure_steers_away():
     c = core()
     p = prompt(1, 4 * PAGE)
