@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {'router':<20} {'hit rate':>8} {'TTFT p50':>9} {'TTFT p99':>9} {'imbal':>6}")
         for s, row in results:
             if s == sc:
-                print(f"  {row.router:<20} {row.hit_rate:>8.1%} {row.ttft_p50:>8.2f}s "
+                print(f"  {row.router:<20} {row.hit_rate:>8.2%} {row.ttft_p50:>8.2f}s "
                       f"{row.ttft_p99:>8.2f}s {row.imbalance:>6.2f}")
 
 
