@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from serve.strict_fields import from_fields
+
 POLICY_PATH = "serve.autoscaling.policy:TokenLoadPolicy"
 
 
@@ -35,11 +37,7 @@ class ScalingTargets:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScalingTargets:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown scaling target(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return from_fields(cls, data, "scaling target(s)")
 
 
 def autoscaling_config(targets: ScalingTargets | None = None, *, min_replicas: int = 1,

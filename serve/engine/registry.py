@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 from pathlib import Path
 
+from cluster.network_env import network_env
 from serve.config import R1ServeConfig
 from serve.engine.base import Engine
 from serve.errors import ConfigError
@@ -59,19 +61,11 @@ def _reference(config: R1ServeConfig) -> Engine:
         except (OSError, ValueError) as err:
             raise ConfigError(f"engine.expert_placement: {err}") from err
     ranks_per_node = e.ep_size // e.nodes_per_replica
+    # the deploying process's network settings reach the ranks; the config's env overrides
     return start_ep_engine(
         model_path(config), engine_config, ep=e.ep_size, nodes=e.nodes_per_replica,
         placement=placement, placement_group=ray.util.get_current_placement_group(),
-        cpus_per_rank=e.devices_per_node / ranks_per_node, env={**_network_env(), **e.env})
-
-
-def _network_env() -> dict[str, str]:
-    """Interface settings for torch.distributed, passed from this process to the ranks
-    (`engine.env` in the config adds to and overrides them)."""
-    import os
-
-    names = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_GID_INDEX", "NCCL_DEBUG")
-    return {n: os.environ[n] for n in names if n in os.environ}
+        cpus_per_rank=e.devices_per_node / ranks_per_node, env={**network_env(os.environ), **e.env})
 
 
 def _sglang(config: R1ServeConfig) -> Engine:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from serve.strict_fields import from_fields
 
 ROUTER_CLASS = "serve.routing.prefix_aware_router.PrefixAwareRouter"
 
@@ -70,11 +72,7 @@ class RouterKnobs:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RouterKnobs:
         """Knobs from `request_router_kwargs`; unknown keys are an error naming the key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown router knob(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return from_fields(cls, data, "router knob(s)")
 
 
 def request_router_config(knobs: RouterKnobs | None = None) -> dict[str, Any]:

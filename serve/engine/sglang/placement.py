@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from cluster.network_env import NETWORK_ENV
 from serve.config import R1ServeConfig
 from serve.engine.deployment import engine_bundles
 from serve.engine.sglang.profiles import Layout
@@ -38,12 +39,8 @@ log = logging.getLogger(__name__)
 
 BUNDLE_INDICES_ENV = "SGLANG_RAY_BUNDLE_INDICES"
 
-# Passed through from the deploying process when set: interface and fabric selection.
-PASSTHROUGH_ENV = (
-    "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME", "NCCL_IB_HCA",
-    "NCCL_IB_GID_INDEX", "NCCL_IB_DISABLE", "NCCL_NET_GDR_LEVEL", "NCCL_CROSS_NIC",
-    "NCCL_DEBUG", "NVSHMEM_IB_GID_INDEX", "NVSHMEM_HCA_LIST", "HF_TOKEN", "HF_HUB_OFFLINE",
-)
+# Passed through from the deploying process when set: network settings and Hub access.
+PASSTHROUGH_ENV = (*NETWORK_ENV, "HF_TOKEN", "HF_HUB_OFFLINE")
 _PLAIN_IFNAME = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
