@@ -6,9 +6,15 @@
 (b) r1serve's whole HTTP path (proxy, OpenAI ingress, router, engine replica) against the same
     engine called in-process with the same prompts.
 
-Each reports the time to first token (p50) and the time per later token (p50) it adds.
+Each reports the time to first token (p50) and the time per later token (p50) it adds: the
+mean gap between a stream's data lines, one line per token, which is (last - first) / (n - 1).
+The engine replica sends several decode steps' tokens in one Ray message
+(`engine.stream_batching_interval_ms`), so r1serve's lines come in bursts; the longest gap
+within a stream (p50 over requests) is reported beside it. `--stream-batching-interval-ms 0`
+measures one message per step.
 
     python -m benchmarks.serving_overhead [--requests 20] [--tokens 64]
+        [--stream-batching-interval-ms MS]
 """
 
 from __future__ import annotations
@@ -80,19 +86,19 @@ class BareIngress:
 _CLIENT = httpx.Client(timeout=120)
 
 
-def _time_stream(method: str, url: str, **kw) -> tuple[float, float]:
-    """(time to first data line, mean time between later data lines)."""
+def _time_stream(method: str, url: str, **kw) -> tuple[float, float, float]:
+    """(time to first data line, mean and longest time between later data lines)."""
     t0 = time.perf_counter()
     stamps = []
     with _CLIENT.stream(method, url, **kw) as r:
         for line in r.iter_lines():
             if line.startswith("data:") and "[DONE]" not in line and '"usage"' not in line:
                 stamps.append(time.perf_counter())
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    return stamps[0] - t0, statistics.mean(gaps) if gaps else 0.0
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)] or [0.0]
+    return stamps[0] - t0, statistics.mean(gaps), max(gaps)
 
 
-async def _in_process(engine, prompt, tokens: int, i: int) -> tuple[float, float]:
+async def _in_process(engine, prompt, tokens: int, i: int) -> tuple[float, float, float]:
     sampling = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
     t0 = time.perf_counter()
     stamps = []
@@ -100,11 +106,11 @@ async def _in_process(engine, prompt, tokens: int, i: int) -> tuple[float, float
         if d.token_ids:
             stamps.append(time.perf_counter())
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    return stamps[0] - t0, statistics.mean(gaps)
+    return stamps[0] - t0, statistics.mean(gaps), max(gaps)
 
 
-def _p50s(samples: list[tuple[float, float]]) -> tuple[float, float]:
-    return (statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples))
+def _p50s(samples: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    return tuple(statistics.median(s[k] for s in samples) for k in range(3))
 
 
 def main() -> None:
@@ -112,6 +118,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--router", choices=["prefix_aware", "power_of_two"], default="prefix_aware")
+    ap.add_argument("--stream-batching-interval-ms", type=float, default=None,
+                    help="engine.stream_batching_interval_ms (default: the config's default)")
     ns = ap.parse_args()
     torch.set_num_threads(1)  # as the engine replica runs (engine.devices_per_node: 1)
     path = tiny_checkpoint(None)
@@ -119,9 +127,11 @@ def main() -> None:
     server = uvicorn.Server(uvicorn.Config(_plain_app(ns.tokens), host="127.0.0.1",
                                            port=plain_port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
+    batching = ({} if ns.stream_batching_interval_ms is None else
+                {"stream_batching_interval_ms": ns.stream_batching_interval_ms})
     config = R1ServeConfig.from_dict({
         "model": {"path": str(path), "context_length": 1024},
-        "engine": {"devices_per_node": 1, "kv_pages": 256},
+        "engine": {"devices_per_node": 1, "kv_pages": 256, **batching},
         "api": {"port": serve_port, "max_tokens_cap": 512}, "router": {"policy": ns.router},
         "app_name": "r1serve-bench"})
     with local_ray(1, cpus_per_node=2):
@@ -152,17 +162,21 @@ def main() -> None:
         asyncio.run(engine.shutdown())
         serve.shutdown()
     server.should_exit = True
-    (p_ttft, p_tok), (b_ttft, b_tok) = _p50s(plain), _p50s(bare)
-    (o_ttft, o_tok), (l_ttft, l_tok) = _p50s(ours), _p50s(local)
+    (p_ttft, p_tok, _), (b_ttft, b_tok, b_gap) = _p50s(plain), _p50s(bare)
+    (o_ttft, o_tok, o_gap), (l_ttft, l_tok, l_gap) = _p50s(ours), _p50s(local)
     floor = (b_ttft - p_ttft, b_tok - p_tok)
     added = (o_ttft - l_ttft, o_tok - l_tok)
     ms = lambda x: round(x * 1e3, 3)  # noqa: E731
     print(json.dumps({
         "requests": ns.requests, "tokens": ns.tokens,
+        "stream_batching_interval_ms": config.engine.stream_batching_interval_ms,
         "plain_fastapi_ms": {"ttft_p50": ms(p_ttft), "per_token_p50": ms(p_tok)},
-        "bare_serve_ms": {"ttft_p50": ms(b_ttft), "per_token_p50": ms(b_tok)},
-        "r1serve_http_ms": {"ttft_p50": ms(o_ttft), "per_token_p50": ms(o_tok)},
-        "engine_in_process_ms": {"ttft_p50": ms(l_ttft), "per_token_p50": ms(l_tok)},
+        "bare_serve_ms": {"ttft_p50": ms(b_ttft), "per_token_p50": ms(b_tok),
+                          "longest_gap_p50": ms(b_gap)},
+        "r1serve_http_ms": {"ttft_p50": ms(o_ttft), "per_token_p50": ms(o_tok),
+                            "longest_gap_p50": ms(o_gap)},
+        "engine_in_process_ms": {"ttft_p50": ms(l_ttft), "per_token_p50": ms(l_tok),
+                                 "longest_gap_p50": ms(l_gap)},
         "floor_added_ms": {"ttft": ms(floor[0]), "per_token": ms(floor[1])},
         "r1serve_added_ms": {"ttft": ms(added[0]), "per_token": ms(added[1])},
         "ratio_ttft": round(added[0] / floor[0], 2) if floor[0] > 0 else None,

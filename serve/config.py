@@ -48,6 +48,10 @@ class EngineSection(_Section):
     max_batched_tokens: int = Field(512, ge=1, description="Tokens per engine step; longer "
                                     "prompts are prefilled in chunks.")
     prefix_cache: bool = Field(True, description="Reuse KV of shared prompt prefixes.")
+    stream_batching_interval_ms: float = Field(
+        20.0, ge=0, description="Longest a streamed token waits in the engine replica to share "
+        "one Ray message to the ingress with the tokens after it; a request's first and last "
+        "tokens never wait. 0 sends every engine step's tokens alone, at more CPU per token.")
     expert_placement: str | None = Field(
         None, description="Expert placement JSON written by `r1serve eplb` ('reference' with "
         "ep_size > 1); empty: experts split contiguously over the ranks.")

@@ -35,9 +35,10 @@ class HandleEngineClient:
         self._inflight[request.request_id] = stream
         finished = False
         try:
-            async for delta in stream:
-                finished = delta.finish_reason is not None
-                yield delta
+            async for batch in stream:  # EngineDeployment.generate sends lists of deltas
+                for delta in batch:
+                    finished = delta.finish_reason is not None
+                    yield delta
         except R1ServeError:
             raise
         except Exception as e:

@@ -10,6 +10,7 @@ from typing import Any
 
 from serve.config import R1ServeConfig
 from serve.engine.base import Engine, EngineStats, GenerationRequest, TokenDelta
+from serve.engine.stream_batches import stream_batches
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,11 @@ class EngineDeployment:
         self.replica_id = _replica_id()
         self.started = time.time()
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
-        async for delta in self.engine.generate(request):
-            yield delta
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[list[TokenDelta]]:
+        """The request's deltas, several engine steps to a Ray message (`stream_batches`)."""
+        interval_s = self.config.engine.stream_batching_interval_ms / 1e3
+        async for batch in stream_batches(self.engine.generate(request), interval_s):
+            yield batch
 
     async def stats(self) -> tuple[str, EngineStats]:
         return self.replica_id, self.engine.stats()
