@@ -10,8 +10,11 @@ constant:
 - Prompts are prefilled one at a time in arrival order; one starts only when a running slot
   and KV room for its prompt are free.
 - The prefix cache is an LRU of fixed-size blocks (the trace's hash ids), matched from the
-  first block on, as a radix cache does. GPU capacity is the KV budget; blocks it evicts may
-  drop to a host-memory tier, from which a hit costs `host_load_cost` of computing the token.
+  first block on, as a radix cache does. A prompt's blocks are refreshed deepest first, so a
+  prefix is most recent at its root and eviction takes leaves first, again as a radix cache
+  does: what is left of a prompt is always a usable prefix. GPU capacity is the KV budget;
+  blocks it evicts may drop to a host-memory tier, from which a hit costs `host_load_cost` of
+  computing the token.
 - All running requests decode at the same rate, so one shared counter of "tokens decoded per
   stream" and a heap of finish marks track them in O(log n) per event.
 
@@ -219,8 +222,9 @@ class ReplicaModel:
         b = self.spec.block_tokens
         i = 0
         while i < len(blocks) and blocks[i] in self._gpu:
-            self._gpu.move_to_end(blocks[i])
             i += 1
+        for h in reversed(blocks[:i]):  # the root ends most recent: leaves are evicted first
+            self._gpu.move_to_end(h)
         j = i
         while j < len(blocks) and blocks[j] in self._host:
             j += 1
@@ -228,7 +232,7 @@ class ReplicaModel:
         return gpu, min(j * b, prompt_tokens) - gpu
 
     def _cache_insert(self, blocks: tuple[int, ...]) -> None:
-        for h in blocks:
+        for h in reversed(blocks):  # the root ends most recent: leaves are evicted first
             if h in self._gpu:
                 self._gpu.move_to_end(h)
                 continue

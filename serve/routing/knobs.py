@@ -15,7 +15,8 @@ class RouterKnobs:
     """What the cost of sending a request to a replica weighs, in prefill-token units.
 
     cost = uncached prompt tokens - (cache_hit_weight - 1) * cached prompt tokens
-                                     (the bonus only when cached >= affinity_min_match * prompt)
+                                     (the bonus only when cached >= affinity_min_match * prompt,
+                                      host_tier_min_match on a replica with a host tier)
            + queued prefill tokens
            + decode_cost_per_token * outstanding decode tokens + KV-pressure penalty
     """
@@ -25,10 +26,13 @@ class RouterKnobs:
     # history lives spares the fleet a second copy, so its later turns hit too. Below that
     # fraction a hit counts only as the compute it saves: a short shared prefix (a system
     # prompt) soon sits on every replica, and chasing it would pile unrelated conversations
-    # onto one cache. Chosen on the Mooncake replay (benchmarks/router_replay.py, 1,500
-    # requests, all 8 scenarios) against weights 4-128 and fractions 0-0.5.
+    # onto one cache. Where a replica's cache reaches past its KV pool (a host-memory tier),
+    # nothing it holds churns soon and staying keeps no second copy anywhere, so a smaller
+    # match earns the bonus there. Chosen on the Mooncake replay (benchmarks/router_replay.py,
+    # 3,000 requests, all 8 scenarios) against weights 4-128 and fractions 0-0.5.
     cache_hit_weight: float = 64.0
-    affinity_min_match: float = 0.3
+    affinity_min_match: float = 0.2
+    host_tier_min_match: float = 0.1
     # One outstanding decode token costs this many prefill tokens of delay. Decode is batched, so
     # a token of it slows a new request far less than a token of prefill ahead of it.
     decode_cost_per_token: float = 0.05
@@ -54,6 +58,7 @@ class RouterKnobs:
         checks = [
             ("cache_hit_weight", self.cache_hit_weight >= 0),
             ("affinity_min_match", 0 <= self.affinity_min_match <= 1),
+            ("host_tier_min_match", 0 <= self.host_tier_min_match <= 1),
             ("decode_cost_per_token", self.decode_cost_per_token >= 0),
             ("kv_penalty_tokens", self.kv_penalty_tokens >= 0),
             ("kv_soft_limit", 0 < self.kv_soft_limit < 1),

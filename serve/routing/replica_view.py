@@ -46,6 +46,12 @@ class ReplicaReport:
             cached_blocks=frozenset(stats.get("cached_block_hashes", ())),
         )
 
+    @property
+    def retains_beyond_kv(self) -> bool:
+        """The digest holds more than the KV pool: a host-memory tier keeps what GPU memory
+        evicted (SGLang's hierarchical cache), so a cached prefix outlives the GPU's churn."""
+        return len(self.cached_blocks) * self.page_size > self.kv_tokens_total
+
 
 @dataclass(frozen=True)
 class InFlight:

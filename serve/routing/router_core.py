@@ -126,7 +126,9 @@ class RouterCore:
         over = max(0.0, util - k.kv_soft_limit) / (1.0 - k.kv_soft_limit)
         load = queued_prefill + k.decode_cost_per_token * decode + k.kv_penalty_tokens * over**2
         # the bonus beyond the compute a hit saves is for continuing a conversation (knobs)
-        substantial = cached >= k.affinity_min_match * request.prompt_tokens
+        min_match = (k.host_tier_min_match if report is not None and report.retains_beyond_kv
+                     else k.affinity_min_match)
+        substantial = cached >= min_match * request.prompt_tokens
         bonus = k.cache_hit_weight - 1.0 if substantial else 0.0
         own = uncached - bonus * cached
         return ScoredReplica(view.replica_id, own + load, load, cached, util)

@@ -50,3 +50,35 @@ def test_fixed_fleet_never_changes_size():
                        lambda m, a, c, t: 2)
     assert {n for _, n in result.timeline} == {2}
     assert all(r.finished_at is not None for r in result.requests)
+
+
+def _serve_one(rep: ReplicaModel, rid: int, blocks: tuple[int, ...], at: float) -> SimRequest:
+    req = SimRequest(rid=rid, arrival=at, prompt_tokens=100 * len(blocks), output_tokens=2,
+                     blocks=blocks)
+    done: list[SimRequest] = []
+    rep.advance(at, done)
+    rep.submit(req, done)
+    rep.advance(at + 50.0, done)
+    assert req in done
+    return req
+
+
+def test_the_prefix_cache_evicts_leaves_first_so_what_is_left_still_matches():
+    # Room for 6 blocks: a 4-block conversation, then a 4-block stranger evicts two blocks.
+    # A radix cache gives up the conversation's last two blocks, not its first ones, so its
+    # next turn still reuses the first two.
+    spec = ReplicaSpec(kv_capacity_tokens=600, block_tokens=100)
+    rep = ReplicaModel(0, spec)
+    _serve_one(rep, 0, (1, 2, 3, 4), 0.0)
+    _serve_one(rep, 1, (9, 8, 7, 6), 100.0)
+    again = _serve_one(rep, 2, (1, 2, 3, 4, 5), 200.0)
+    assert again.cached_tokens == 200
+
+
+def test_blocks_evicted_to_the_host_tier_continue_the_gpu_prefix():
+    spec = ReplicaSpec(kv_capacity_tokens=600, host_cache_tokens=1000, block_tokens=100)
+    rep = ReplicaModel(0, spec)
+    _serve_one(rep, 0, (1, 2, 3, 4), 0.0)
+    _serve_one(rep, 1, (9, 8, 7, 6), 100.0)
+    again = _serve_one(rep, 2, (1, 2, 3, 4, 5), 200.0)
+    assert again.cached_tokens == 400  # two blocks from GPU memory, two from the host tier

@@ -62,7 +62,7 @@ def test_load_wins_when_the_cached_replica_is_swamped():
 def test_only_a_substantial_match_earns_the_affinity_bonus():
     """A short shared prefix (a system prompt) is worth the compute it saves and no more; a
     conversation's own history, most of the prompt, keeps its bonus."""
-    c = core(cache_hit_weight=64.0, affinity_min_match=0.3)
+    c = core(cache_hit_weight=64.0, affinity_min_match=0.3, host_tier_min_match=0.3)
     p = prompt(1)  # 40 blocks
     hashes = tuple(block_hashes(p, PAGE))
     c.report("idle", stats(), now=0.0)
@@ -70,6 +70,22 @@ def test_only_a_substantial_match_earns_the_affinity_bonus():
     c.report("history", stats(cached=hashes[:30], queued_prefill=400), now=0.0)
     assert c.choose(["idle", "shared"], request(p), now=1.0).ranked[0] == "idle"
     assert c.choose(["idle", "history"], request(p), now=1.0).ranked[0] == "history"
+
+
+def test_a_host_tier_lowers_the_match_that_earns_the_bonus():
+    """A replica whose cache digest reaches past its KV pool keeps prefixes beyond GPU
+    memory: there a 15% match keeps its bonus; without a host tier it is only compute."""
+    c = core(cache_hit_weight=64.0, affinity_min_match=0.2, host_tier_min_match=0.1)
+    p = prompt(1)  # 40 blocks
+    hashes = tuple(block_hashes(p, PAGE))
+    extra = tuple(range(10**6, 10**6 + 400))  # other conversations' blocks
+    c.report("idle", stats(), now=0.0)
+    c.report("gpu", stats(cached=hashes[:6] + extra, kv_pages=4096, queued_prefill=400),
+             now=0.0)
+    c.report("host", stats(cached=hashes[:6] + extra, kv_pages=300, queued_prefill=400),
+             now=0.0)
+    assert c.choose(["idle", "gpu"], request(p), now=1.0).ranked[0] == "idle"
+    assert c.choose(["idle", "host"], request(p), now=1.0).ranked[0] == "host"
 
 
 def test_kv_pressure_steers_away():
