@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
@@ -24,12 +25,17 @@ async def stream_batches(source: AsyncIterator[T], interval_s: float) -> AsyncIt
 
     A list goes out as soon as an item is ready and `interval_s` has passed since the last
     list, or as soon as `source` ends. An error of `source` is raised after the items before
-    it. Closing this generator cancels the read of `source`, which is how a cancelled request
-    reaches the engine.
+    it. Closing this generator closes `source` (at any interval), which is how a cancelled
+    request reaches the engine.
     """
     if interval_s <= 0:
-        async for item in source:
-            yield [item]
+        try:
+            async for item in source:
+                yield [item]
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
         return
     loop = asyncio.get_running_loop()
     pending: list[T] = []
@@ -44,7 +50,7 @@ async def stream_batches(source: AsyncIterator[T], interval_s: float) -> AsyncIt
             ready.set()
 
     reader = asyncio.create_task(read())
-    sent_at = -interval_s
+    sent_at = -math.inf  # the first item goes at once
     try:
         while True:
             await ready.wait()

@@ -29,7 +29,8 @@ class RouterKnobs:
     # onto one cache. Where a replica's cache reaches past its KV pool (a host-memory tier),
     # nothing it holds churns soon and staying keeps no second copy anywhere, so a smaller
     # match earns the bonus there. Chosen on the Mooncake replay (benchmarks/router_replay.py,
-    # 3,000 requests, all 8 scenarios) against weights 4-128 and fractions 0-0.5.
+    # all 8 scenarios): the weight on 1,500 requests against 4-1000; the fractions on 3,000
+    # requests against 0.1-0.3, and 0-0.1 with a host tier.
     cache_hit_weight: float = 64.0
     affinity_min_match: float = 0.2
     host_tier_min_match: float = 0.1

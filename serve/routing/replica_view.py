@@ -49,7 +49,9 @@ class ReplicaReport:
     @property
     def retains_beyond_kv(self) -> bool:
         """The digest holds more than the KV pool: a host-memory tier keeps what GPU memory
-        evicted (SGLang's hierarchical cache), so a cached prefix outlives the GPU's churn."""
+        evicted, so a cached prefix outlives the GPU's churn. Only an engine whose digest
+        covers its host tier shows this (the fleet model does; the reference engine has no
+        host tier and the SGLang adapter reports no digest)."""
         return len(self.cached_blocks) * self.page_size > self.kv_tokens_total
 
 

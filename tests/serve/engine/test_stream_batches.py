@@ -68,17 +68,17 @@ def test_an_error_of_the_source_follows_everything_it_yielded():
     assert asyncio.run(run()) == ["a", "b"]
 
 
-def test_closing_the_stream_closes_the_engine_stream():
+@pytest.mark.parametrize("interval_s", [0.0, 0.02])
+def test_closing_the_stream_closes_the_engine_stream(interval_s):
     log: list[str] = []
 
     async def run():
-        gen = stream_batches(_steps(1000, 0.01, log), interval_s=0.02)
+        gen = stream_batches(_steps(1000, 0.01, log), interval_s=interval_s)
         first = await gen.__anext__()
         await gen.aclose()  # what Serve does when the caller cancels
-        return first
+        return first, list(log)  # closed by now, not only when the loop shuts down
 
-    assert asyncio.run(run()) == [0]
-    assert log == ["closed"]
+    assert asyncio.run(run()) == ([0], ["closed"])
 
 
 class _FastEngine:
@@ -102,4 +102,7 @@ def test_engine_deployment_streams_lists_of_every_delta(interval_ms):
     deployment = EngineDeployment(config.model_dump(), engine=engine)
     batches = asyncio.run(_collect(deployment.generate(None)))
     assert [d for b in batches for d in b] == engine.deltas
-    assert len(batches) == 32 if interval_ms == 0 else len(batches) < 32
+    if interval_ms == 0:
+        assert len(batches) == 32
+    else:
+        assert len(batches) < 32
