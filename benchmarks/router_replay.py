@@ -1,6 +1,6 @@
 """Replay the Mooncake conversation trace through routing algorithms onto modelled replicas.
 
-    python -m benchmarks.router_replay [--requests 3000] [--jobs 2]
+    python -m benchmarks.router_replay [--requests 3000] [--start 0] [--jobs 2]
 
 Routers: ours (`RouterCore`), Ray Serve's PrefixCacheAffinityRouter algorithm (Ray's own
 `PrefixTree`, match-rate threshold 0.1, imbalance threshold inf), smg's cache_aware algorithm
@@ -8,8 +8,9 @@ Routers: ours (`RouterCore`), Ray Serve's PrefixCacheAffinityRouter algorithm (R
 choices and round robin. All see the same `ReplicaModel` fleet (serve/autoscaling).
 
 Grid: 4 and 16 replicas x the trace's output lengths and R1-like ones x a prefix cache of GPU
-memory alone and of GPU plus a host-memory tier. The trace is subsampled to its first
-`--requests` requests; arrivals are rescaled so each replica sees the same offered load at
+memory alone and of GPU plus a host-memory tier. The replay takes a window of `--requests`
+requests from `--start` (the trace holds 12,031: windows at 0, 3000, 6000 and 9000 cover it,
+each from cold caches); arrivals are rescaled so each replica sees the same offered load at
 either fleet size (R1-like outputs get a lower rate: each request decodes ~12x longer).
 Reports prefix hit rate (cached prompt tokens / prompt tokens), TTFT p50/p99 and load imbalance
 (max / mean replica busy time).
@@ -161,11 +162,12 @@ class Row:
     imbalance: float
 
 
-def run_one(args: tuple[Scenario, str, int, int, dict[str, float]]) -> tuple[Scenario, Row]:
-    sc, router_name, n_requests, seed, knobs = args
+def run_one(args: tuple[Scenario, str, int, int, dict[str, float], int]
+            ) -> tuple[Scenario, Row]:
+    sc, router_name, n_requests, seed, knobs, start = args
     scale = PER_REPLICA_RATE[sc.outputs] * sc.replicas / TRACE_RATE
-    reqs = load_mooncake(limit=n_requests, time_scale=scale, r1_outputs=sc.outputs == "r1",
-                         seed=seed)
+    reqs = load_mooncake(limit=n_requests, skip=start, time_scale=scale,
+                         r1_outputs=sc.outputs == "r1", seed=seed)
     spec = ReplicaSpec(kv_capacity_tokens=GPU_KV_TOKENS,
                        host_cache_tokens=HOST_TOKENS if sc.cache == "gpu+host" else 0)
     cfg = FleetConfig(spec=spec, initial_replicas=sc.replicas, report_period_s=2.0)
@@ -183,7 +185,9 @@ def run_one(args: tuple[Scenario, str, int, int, dict[str, float]]) -> tuple[Sce
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--requests", type=int, default=3000, help="first N requests of the trace")
+    p.add_argument("--requests", type=int, default=3000, help="N requests of the trace")
+    p.add_argument("--start", type=int, default=0,
+                   help="the window's first request (0: the trace's start)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--routers", default=",".join(ROUTERS))
@@ -194,11 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     RouterKnobs.from_dict(knobs)  # an unknown knob fails here, before the long run
     scenarios = [Scenario(n, o, c) for n, o, c in
                  itertools.product((4, 16), ("trace", "r1"), ("gpu", "gpu+host"))]
-    jobs = [(sc, r, args.requests, args.seed, knobs) for sc in scenarios
+    jobs = [(sc, r, args.requests, args.seed, knobs, args.start) for sc in scenarios
             for r in args.routers.split(",")]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run_one, jobs))
-    print(f"Mooncake conversation trace, first {args.requests} requests; "
+    print(f"Mooncake conversation trace, requests {args.start}-{args.start + args.requests - 1}; "
           f"GPU prefix cache {GPU_KV_TOKENS:,} tokens/replica, host tier {HOST_TOKENS:,}")
     for sc in scenarios:
         print(f"\n{sc.label()}")

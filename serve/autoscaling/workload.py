@@ -6,6 +6,7 @@ meaning an identical prefix up to and including that block, as in the Mooncake t
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -25,15 +26,17 @@ def r1_output_tokens(rng: random.Random, median: float = 3000.0, sigma: float = 
     return max(16, min(cap, round(median * math.exp(rng.gauss(0.0, sigma)))))
 
 
-def load_mooncake(path: Path | str = MOONCAKE, *, limit: int | None = None,
+def load_mooncake(path: Path | str = MOONCAKE, *, limit: int | None = None, skip: int = 0,
                   time_scale: float = 1.0, r1_outputs: bool = False, seed: int = 0,
                   max_tokens: int = 32768) -> list[SimRequest]:
     """The trace's requests in arrival order (timestamps in ms, divided by `time_scale`);
-    with `r1_outputs`, output lengths are drawn from `r1_output_tokens` instead."""
+    with `r1_outputs`, output lengths are drawn from `r1_output_tokens` instead. `skip` drops
+    the trace's first requests (a later window of it), and time then starts at the first one
+    kept."""
     rng = random.Random(seed)
     out: list[SimRequest] = []
     with open(path) as f:
-        for i, line in enumerate(f):
+        for i, line in enumerate(itertools.islice(f, skip, None)):
             if limit is not None and i >= limit:
                 break
             rec = json.loads(line)
@@ -44,6 +47,9 @@ def load_mooncake(path: Path | str = MOONCAKE, *, limit: int | None = None,
                 blocks=tuple(int(h) for h in rec["hash_ids"]),
                 max_tokens=max_tokens if r1_outputs else max(n_out, 4096)))
     out.sort(key=lambda r: (r.arrival, r.rid))
+    t0 = out[0].arrival if out else 0.0  # time starts at the window's first request
+    for r in out:
+        r.arrival -= t0
     return out
 
 

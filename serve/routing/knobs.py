@@ -14,11 +14,12 @@ ROUTER_CLASS = "serve.routing.prefix_aware_router.PrefixAwareRouter"
 class RouterKnobs:
     """What the cost of sending a request to a replica weighs, in prefill-token units.
 
-    cost = uncached prompt tokens - (cache_hit_weight - 1) * cached prompt tokens
-                                     (the bonus only when cached >= affinity_min_match * prompt,
-                                      host_tier_min_match on a replica with a host tier)
-           + queued prefill tokens
+    slow = 1 + prefill_slowdown_per_running * running streams
+    cost = slow * (queued prefill tokens + uncached prompt tokens)
+           - (w - 1) * cached prompt tokens, when cached >= m * prompt tokens (else no bonus)
            + decode_cost_per_token * outstanding decode tokens + KV-pressure penalty
+    w, m = cache_hit_weight, affinity_min_match; on a replica whose cache keeps what it holds,
+    retained_hit_weight, retained_min_match.
     """
 
     # A predicted cached prompt token is worth this many computed ones when the match is a
@@ -26,17 +27,26 @@ class RouterKnobs:
     # history lives spares the fleet a second copy, so its later turns hit too. Below that
     # fraction a hit counts only as the compute it saves: a short shared prefix (a system
     # prompt) soon sits on every replica, and chasing it would pile unrelated conversations
-    # onto one cache. Where a replica's cache reaches past its KV pool (a host-memory tier),
-    # nothing it holds churns soon and staying keeps no second copy anywhere, so a smaller
-    # match earns the bonus there. Chosen on the Mooncake replay (benchmarks/router_replay.py,
-    # all 8 scenarios): the weight on 1,500 requests against 4-1000; the fractions on 3,000
-    # requests against 0.1-0.3, and 0-0.1 with a host tier.
+    # onto one cache.
     cache_hit_weight: float = 64.0
     affinity_min_match: float = 0.2
-    host_tier_min_match: float = 0.1
+    # Where a replica's cache keeps what it holds (a host-memory tier takes what GPU memory
+    # drops, or GPU memory has not filled yet; `ReplicaReport.keeps_what_it_caches`), a prefix
+    # there stays put, so a conversation that leaves it recomputes history that would surely
+    # have hit: a smaller match earns the bonus and the bonus is larger. All four chosen on the
+    # Mooncake replay (benchmarks/router_replay.py): cache_hit_weight against 4-1,000 on the
+    # first 1,500 requests, then both weights against 64, 256 and 1,000,000 on the windows of
+    # 3,000 at starts 0 and 3000; the fractions against 0.1-0.3 and 0-0.1 on the first window.
+    retained_hit_weight: float = 256.0
+    retained_min_match: float = 0.1
     # One outstanding decode token costs this many prefill tokens of delay. Decode is batched, so
     # a token of it slows a new request far less than a token of prefill ahead of it.
     decode_cost_per_token: float = 0.05
+    # An engine step that carries a chunk of prefill also decodes a token for every running
+    # stream, so each stream slows prefill by this share. R1 on one 8xH200 node, roughly (the
+    # fleet model's `ReplicaSpec`): 0.25 ms per stream against a 435 ms step with an 8K chunk.
+    # It steers long prompts away from deep decode batches.
+    prefill_slowdown_per_running: float = 0.00057
     # Penalty, in prefill tokens, at a full KV cache; grows quadratically above the soft limit.
     kv_penalty_tokens: float = 65536.0
     kv_soft_limit: float = 0.80  # KV utilisation where the penalty starts
@@ -59,7 +69,9 @@ class RouterKnobs:
         checks = [
             ("cache_hit_weight", self.cache_hit_weight >= 0),
             ("affinity_min_match", 0 <= self.affinity_min_match <= 1),
-            ("host_tier_min_match", 0 <= self.host_tier_min_match <= 1),
+            ("retained_hit_weight", self.retained_hit_weight >= 0),
+            ("retained_min_match", 0 <= self.retained_min_match <= 1),
+            ("prefill_slowdown_per_running", self.prefill_slowdown_per_running >= 0),
             ("decode_cost_per_token", self.decode_cost_per_token >= 0),
             ("kv_penalty_tokens", self.kv_penalty_tokens >= 0),
             ("kv_soft_limit", 0 < self.kv_soft_limit < 1),

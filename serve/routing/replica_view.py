@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+FULL_CACHE = 0.95  # a digest this share of the KV pool or more: the GPU cache is full
+
 
 @dataclass(frozen=True)
 class ReplicaReport:
@@ -47,12 +49,14 @@ class ReplicaReport:
         )
 
     @property
-    def retains_beyond_kv(self) -> bool:
-        """The digest holds more than the KV pool: a host-memory tier keeps what GPU memory
-        evicted, so a cached prefix outlives the GPU's churn. Only an engine whose digest
-        covers its host tier shows this (the fleet model does; the reference engine has no
-        host tier and the SGLang adapter reports no digest)."""
-        return len(self.cached_blocks) * self.page_size > self.kv_tokens_total
+    def keeps_what_it_caches(self) -> bool:
+        """The cache is not evicting: its digest holds more than the KV pool (a host-memory
+        tier keeps what GPU memory drops) or clearly less (GPU memory has not filled yet), so a
+        prefix cached there stays. A digest the size of the pool is a full GPU cache, which
+        evicts to make room. An empty digest says nothing: the SGLang adapter reports none (the
+        fleet model and the reference engine do)."""
+        held = len(self.cached_blocks) * self.page_size
+        return held > self.kv_tokens_total or 0 < held < FULL_CACHE * self.kv_tokens_total
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,10 @@ class ReplicaView:
                 h = self._expiries_hashes.popleft()
                 if self._speculative.get(h, now + 1.0) <= now:
                     del self._speculative[h]
+
+    @property
+    def inflight_count(self) -> int:
+        return len(self._inflight)
 
     @property
     def speculative_blocks(self) -> int:

@@ -124,12 +124,17 @@ class RouterCore:
                    + self.expected_output(request))
         util = kv_used / kv_total if kv_total else 0.0
         over = max(0.0, util - k.kv_soft_limit) / (1.0 - k.kv_soft_limit)
-        load = queued_prefill + k.decode_cost_per_token * decode + k.kv_penalty_tokens * over**2
+        # every running stream slows each prefill step a little: the queue's and this prompt's
+        slowdown = k.prefill_slowdown_per_running * ((report.running if report else 0)
+                                                     + view.inflight_count)
+        load = (queued_prefill * (1.0 + slowdown) + uncached * slowdown
+                + k.decode_cost_per_token * decode + k.kv_penalty_tokens * over**2)
         # the bonus beyond the compute a hit saves is for continuing a conversation (knobs)
-        min_match = (k.host_tier_min_match if report is not None and report.retains_beyond_kv
-                     else k.affinity_min_match)
+        keeps = report is not None and report.keeps_what_it_caches
+        min_match = k.retained_min_match if keeps else k.affinity_min_match
+        weight = k.retained_hit_weight if keeps else k.cache_hit_weight
         substantial = cached >= min_match * request.prompt_tokens
-        bonus = k.cache_hit_weight - 1.0 if substantial else 0.0
+        bonus = weight - 1.0 if substantial else 0.0
         own = uncached - bonus * cached
         return ScoredReplica(view.replica_id, own + load, load, cached, util)
 

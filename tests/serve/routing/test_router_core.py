@@ -7,6 +7,7 @@ from collections import Counter
 
 from serve.engine.block_hash import block_hashes
 from serve.routing.knobs import RouterKnobs
+from serve.routing.replica_view import ReplicaReport
 from serve.routing.router_core import RoutedRequest, RouterCore
 
 PAGE = 16
@@ -62,7 +63,8 @@ def test_load_wins_when_the_cached_replica_is_swamped():
 def test_only_a_substantial_match_earns_the_affinity_bonus():
     """A short shared prefix (a system prompt) is worth the compute it saves and no more; a
     conversation's own history, most of the prompt, keeps its bonus."""
-    c = core(cache_hit_weight=64.0, affinity_min_match=0.3, host_tier_min_match=0.3)
+    c = core(cache_hit_weight=64.0, affinity_min_match=0.3, retained_hit_weight=64.0,
+             retained_min_match=0.3)
     p = prompt(1)  # 40 blocks
     hashes = tuple(block_hashes(p, PAGE))
     c.report("idle", stats(), now=0.0)
@@ -72,20 +74,62 @@ def test_only_a_substantial_match_earns_the_affinity_bonus():
     assert c.choose(["idle", "history"], request(p), now=1.0).ranked[0] == "history"
 
 
-def test_a_host_tier_lowers_the_match_that_earns_the_bonus():
-    """A replica whose cache digest reaches past its KV pool keeps prefixes beyond GPU
-    memory: there a 15% match keeps its bonus; without a host tier it is only compute."""
-    c = core(cache_hit_weight=64.0, affinity_min_match=0.2, host_tier_min_match=0.1)
+def test_a_cache_that_keeps_what_it_holds_lowers_the_match_that_earns_the_bonus():
+    """A digest past the KV pool (a host-memory tier) or well short of it (GPU memory not yet
+    full) says nothing is being evicted: there a 15% match keeps its bonus. On a full GPU
+    cache, which evicts, the same match is only compute."""
+    c = core(cache_hit_weight=64.0, affinity_min_match=0.2, retained_hit_weight=64.0,
+             retained_min_match=0.1)
     p = prompt(1)  # 40 blocks
     hashes = tuple(block_hashes(p, PAGE))
-    extra = tuple(range(10**6, 10**6 + 400))  # other conversations' blocks
+    extra = tuple(range(10**6, 10**6 + 400))  # other conversations' blocks: 406 held in all
     c.report("idle", stats(), now=0.0)
-    c.report("gpu", stats(cached=hashes[:6] + extra, kv_pages=4096, queued_prefill=400),
-             now=0.0)
-    c.report("host", stats(cached=hashes[:6] + extra, kv_pages=300, queued_prefill=400),
-             now=0.0)
-    assert c.choose(["idle", "gpu"], request(p), now=1.0).ranked[0] == "idle"
+    for name, pages in (("full", 410), ("host", 300), ("filling", 4096)):
+        c.report(name, stats(cached=hashes[:6] + extra, kv_pages=pages, queued_prefill=400),
+                 now=0.0)
+    assert c.choose(["idle", "full"], request(p), now=1.0).ranked[0] == "idle"
     assert c.choose(["idle", "host"], request(p), now=1.0).ranked[0] == "host"
+    assert c.choose(["idle", "filling"], request(p), now=1.0).ranked[0] == "filling"
+
+
+def test_a_cache_that_keeps_what_it_holds_keeps_its_conversations_against_more_load():
+    c = core(cache_hit_weight=4.0, retained_hit_weight=256.0, affinity_min_match=0.2,
+             retained_min_match=0.2)
+    p = prompt(1)  # 40 blocks; 30 of them cached: 480 tokens
+    hashes = tuple(block_hashes(p, PAGE))
+    c.report("idle", stats(), now=0.0)
+    c.report("full", stats(cached=hashes[:30], kv_pages=30, queued_prefill=20_000), now=0.0)
+    c.report("keeps", stats(cached=hashes[:30], kv_pages=4096, queued_prefill=20_000), now=0.0)
+    assert c.choose(["idle", "full"], request(p), now=1.0).ranked[0] == "idle"
+    assert c.choose(["idle", "keeps"], request(p), now=1.0).ranked[0] == "keeps"
+
+
+def test_only_a_digest_tells_whether_a_cache_keeps_what_it_holds():
+    def keeps(held: int, pages: int) -> bool:
+        report = ReplicaReport.from_stats(stats(cached=tuple(range(held)), kv_pages=pages))
+        assert report is not None
+        return report.keeps_what_it_caches
+
+    assert keeps(500, 400)  # a host tier holds more than GPU memory
+    assert keeps(100, 400)  # GPU memory not yet full
+    assert not keeps(390, 400)  # a full GPU cache evicts
+    assert not keeps(0, 400)  # no digest (the SGLang adapter): nothing known
+
+
+def test_a_deep_decode_batch_slows_a_long_prefill_more_than_a_short_queue():
+    """Each engine step that carries a prefill chunk also decodes every running stream, so
+    a replica with many streams computes a long prompt slowly: a long prompt takes the short
+    queue beside a small batch, a short prompt the empty queue beside a deep batch."""
+    c = core(decode_cost_per_token=0.0, prefill_slowdown_per_running=0.001)
+    c.report("deep", stats(running=100), now=0.0)
+    c.report("queued", stats(queued_prefill=2000), now=0.0)
+    short, long = prompt(1, 8 * PAGE), prompt(2, 2000 * PAGE)  # 128 and 32,000 tokens
+    assert c.choose(["deep", "queued"], request(short), now=1.0).ranked[0] == "deep"
+    assert c.choose(["deep", "queued"], request(long), now=1.0).ranked[0] == "queued"
+    flat = core(decode_cost_per_token=0.0, prefill_slowdown_per_running=0.0)
+    flat.report("deep", stats(running=100), now=0.0)
+    flat.report("queued", stats(queued_prefill=2000), now=0.0)
+    assert flat.choose(["deep", "queued"], request(long), now=1.0).ranked[0] == "deep"
 
 
 def test_kv_pressure_steers_away():
@@ -138,7 +182,7 @@ def test_exact_ties_are_spread_not_sent_to_the_first():
 
 
 def test_ties_go_to_the_less_loaded():
-    c = core(cache_hit_weight=1.0)
+    c = core(cache_hit_weight=1.0, retained_hit_weight=1.0)
     p = prompt(9)
     hashes = tuple(block_hashes(p, PAGE))
     # Same cost (b's cached prompt balances its queue) but b has more load: a wins.
