@@ -162,16 +162,28 @@ class Row:
     imbalance: float
 
 
-def run_one(args: tuple[Scenario, str, int, int, dict[str, float], int]
-            ) -> tuple[Scenario, Row]:
-    sc, router_name, n_requests, seed, knobs, start = args
+@dataclass(frozen=True)
+class Job:
+    """One router on one scenario: what a worker process replays."""
+
+    scenario: Scenario
+    router: str
+    requests: int
+    start: int
+    seed: int
+    knobs: dict[str, float]
+
+
+def run_one(job: Job) -> tuple[Scenario, Row]:
+    sc, router_name, seed = job.scenario, job.router, job.seed
     scale = PER_REPLICA_RATE[sc.outputs] * sc.replicas / TRACE_RATE
-    reqs = load_mooncake(limit=n_requests, skip=start, time_scale=scale,
+    reqs = load_mooncake(limit=job.requests, skip=job.start, time_scale=scale,
                          r1_outputs=sc.outputs == "r1", seed=seed)
     spec = ReplicaSpec(kv_capacity_tokens=GPU_KV_TOKENS,
                        host_cache_tokens=HOST_TOKENS if sc.cache == "gpu+host" else 0)
     cfg = FleetConfig(spec=spec, initial_replicas=sc.replicas, report_period_s=2.0)
-    router = (CoreSimRouter(RouterKnobs.from_dict(knobs), seed=seed) if router_name == "ours"
+    router = (CoreSimRouter(RouterKnobs.from_dict(job.knobs), seed=seed)
+              if router_name == "ours"
               else ROUTERS[router_name](seed=seed))
     result = run_fleet(reqs, router, cfg)
     prompt = sum(r.prompt_tokens for r in result.requests)
@@ -196,10 +208,18 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     knobs = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.knob)}
     RouterKnobs.from_dict(knobs)  # an unknown knob fails here, before the long run
+    routers = args.routers.split(",")
+    if unknown := [r for r in routers if r not in ROUTERS]:
+        p.error(f"--routers: unknown {', '.join(unknown)}; choose from {', '.join(ROUTERS)}")
+    if args.requests < 1:
+        p.error(f"--requests {args.requests}: replay at least 1 request")
+    if not load_mooncake(skip=args.start, limit=1):
+        p.error(f"--start {args.start} is past the trace's last request; "
+                f"it holds {len(load_mooncake())}")
     scenarios = [Scenario(n, o, c) for n, o, c in
                  itertools.product((4, 16), ("trace", "r1"), ("gpu", "gpu+host"))]
-    jobs = [(sc, r, args.requests, args.seed, knobs, args.start) for sc in scenarios
-            for r in args.routers.split(",")]
+    jobs = [Job(sc, r, args.requests, args.start, args.seed, knobs) for sc in scenarios
+            for r in routers]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run_one, jobs))
     print(f"Mooncake conversation trace, requests {args.start}-{args.start + args.requests - 1}; "
