@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         choice = core.choose(ids, req, now)
         core.on_routed(choice.ranked[0], req, now)
         t2 = time.perf_counter()
-        core.on_completed(choice.ranked[0], req.request_id)
+        core.on_completed(choice.ranked[0], req.request_id, now)
         hash_us.append((t1 - t0) * 1e6)
         decide_us.append((t2 - t1) * 1e6)
 

@@ -41,5 +41,5 @@ class CoreSimRouter:
         self.core.report(str(replica.idx), replica.routing_stats(), now)
 
     def on_finish(self, req: SimRequest, replica: ReplicaModel, now: float) -> None:
-        self.core.on_completed(str(replica.idx), str(req.rid),
+        self.core.on_completed(str(replica.idx), str(req.rid), now,
                                None if req.cut else req.output_tokens)

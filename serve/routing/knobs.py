@@ -50,7 +50,9 @@ class RouterKnobs:
     # Penalty, in prefill tokens, at a full KV cache; grows quadratically above the soft limit.
     kv_penalty_tokens: float = 65536.0
     kv_soft_limit: float = 0.80  # KV utilisation where the penalty starts
-    # Router-side guesses of what a replica caches expire if no report confirms them by then.
+    # The router guesses a replica caches the prefix of each request it sent there, for as
+    # long as that request is in flight and this long after it ends, unless a report confirms
+    # the guess first.
     speculative_ttl_s: float = 60.0
     # A report is taken this long before it reaches the router: requests sent within this window
     # are not yet in it, so their load is still added on top.

@@ -71,8 +71,9 @@ class PrefixAwareRouter(RequestRouter):
         if sent is None:
             return
         rid, sent_at = sent
-        self.core.on_completed(rid, internal_request_id,
-                               self._estimate_output_tokens(rid, time.monotonic() - sent_at))
+        now = time.monotonic()
+        self.core.on_completed(rid, internal_request_id, now,
+                               self._estimate_output_tokens(rid, now - sent_at))
 
     def update_replicas(self, replicas: list[RunningReplica]) -> None:
         super().update_replicas(replicas)

@@ -2,8 +2,9 @@
 
 A report (`record_routing_stats()`, a dict of `EngineStats` fields) says what the replica held
 and owed when it was taken. Between reports the router adds what it has itself sent since, and
-guesses that the prefixes it sent are now cached there ("speculative" blocks), until a report
-confirms them or their time-to-live runs out.
+guesses that the prefixes it sent are cached there ("speculative" blocks): while their request
+is in flight (queued, the replica will compute them; running, it holds them), then for a
+time-to-live after it ends, unless a report confirms them first.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class ReplicaReport:
         """The cache is not evicting: its digest holds more than the KV pool (a host-memory
         tier keeps what GPU memory drops) or clearly less (GPU memory has not filled yet), so a
         prefix cached there stays. A digest the size of the pool is a full GPU cache, which
-        evicts to make room. An empty digest says nothing: the SGLang adapter reports none (the
-        fleet model and the reference engine do)."""
+        evicts to make room. An empty digest says nothing (an engine without a prefix cache, or
+        one that has not reported its cache yet)."""
         held = len(self.cached_blocks) * self.page_size
         return held > self.kv_tokens_total or 0 < held < FULL_CACHE * self.kv_tokens_total
 
@@ -78,6 +79,8 @@ class ReplicaView:
         self.reported_at = 0.0
         self.ongoing = 0  # requests this router sent that have not completed
         self._speculative: dict[int, float] = {}  # block hash -> expiry time
+        self._pinned: dict[int, int] = {}  # block hash -> in-flight requests that carry it
+        self._pins: dict[str, tuple[int, ...]] = {}  # in-flight request id -> its block hashes
         # Expiry times in insertion order, each with how many hashes of _expiry_hashes it covers.
         self._expiries: deque[tuple[float, int]] = deque()
         self._expiries_hashes: deque[int] = deque()
@@ -107,10 +110,10 @@ class ReplicaView:
         A prefix cache holds a block only with all its predecessors (a chain hash names the
         whole prefix), so presence is monotone along the chain: binary search, O(log n)."""
         confirmed = self.report.cached_blocks if self.report else frozenset()
-        spec = self._speculative
+        spec, pinned = self._speculative, self._pinned
 
         def held(h: int) -> bool:
-            return h in confirmed or spec.get(h, 0.0) > now
+            return h in confirmed or h in pinned or spec.get(h, 0.0) > now
 
         lo, hi = 0, len(hashes)  # invariant: the first lo blocks are held; block hi-1+ unknown
         while lo < hi:
@@ -121,8 +124,29 @@ class ReplicaView:
                 hi = mid - 1
         return lo
 
+    def pin(self, request_id: str, hashes: Sequence[int]) -> None:
+        """A request carrying these blocks was sent here: they count as cached until it ends
+        (a queue may hold it longer than any time-to-live)."""
+        self.unpin(request_id)
+        self._pins[request_id] = tuple(hashes)
+        for h in hashes:
+            self._pinned[h] = self._pinned.get(h, 0) + 1
+
+    def unpin(self, request_id: str) -> tuple[int, ...]:
+        """The request ended; returns its block hashes (empty if it was not pinned)."""
+        hashes = self._pins.pop(request_id, ())
+        for h in hashes:
+            left = self._pinned[h] - 1
+            if left:
+                self._pinned[h] = left
+            else:
+                del self._pinned[h]
+        return hashes
+
     def speculate(self, hashes: Sequence[int], now: float, ttl_s: float) -> None:
-        """Assume the replica caches these blocks once it has prefilled them."""
+        """Assume the replica caches these blocks until `now + ttl_s`."""
+        if not hashes:
+            return
         expiry = now + ttl_s
         for h in hashes:
             self._speculative[h] = expiry
@@ -142,10 +166,6 @@ class ReplicaView:
     @property
     def inflight_count(self) -> int:
         return len(self._inflight)
-
-    @property
-    def speculative_blocks(self) -> int:
-        return len(self._speculative)
 
     # -- load -----------------------------------------------------------------------------
 

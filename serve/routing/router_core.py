@@ -172,7 +172,8 @@ class RouterCore:
 
     def on_routed(self, replica_id: str, request: RoutedRequest | None, now: float) -> int:
         """The request went to `replica_id`: count its load there until a report includes it,
-        and guess its prefix is cached there from now on. Returns the predicted cached tokens."""
+        and guess its prefix is cached there while it is in flight. Returns the predicted
+        cached tokens."""
         view = self._view(replica_id)
         if request is None:
             view.ongoing += 1
@@ -181,17 +182,19 @@ class RouterCore:
         uncached = request.prompt_tokens - cached
         out = self.expected_output(request)
         view.add_inflight(request.request_id, InFlight(now, uncached, out, uncached + out))
-        view.speculate(request.block_hashes, now, self.knobs.speculative_ttl_s)
+        view.pin(request.request_id, request.block_hashes)
         if request.session_id:
             self._sessions.put(request.session_id, replica_id)
         return cached
 
-    def on_completed(self, replica_id: str, request_id: str,
+    def on_completed(self, replica_id: str, request_id: str, now: float,
                      output_tokens: int | None = None) -> None:
-        """The request finished; `output_tokens`, when known, teaches the length estimate."""
+        """The request finished; `output_tokens`, when known, teaches the length estimate.
+        Its prefix stays a guess for `speculative_ttl_s` more, unless a report confirms it."""
         view = self._views.get(replica_id)
         if view is not None:
             view.complete(request_id)
+            view.speculate(view.unpin(request_id), now, self.knobs.speculative_ttl_s)
         if output_tokens is not None:
             self.estimator.observe(output_tokens)
 

@@ -113,7 +113,7 @@ def test_only_a_digest_tells_whether_a_cache_keeps_what_it_holds():
     assert keeps(500, 400)  # a host tier holds more than GPU memory
     assert keeps(100, 400)  # GPU memory not yet full
     assert not keeps(390, 400)  # a full GPU cache evicts
-    assert not keeps(0, 400)  # no digest (the SGLang adapter): nothing known
+    assert not keeps(0, 400)  # no digest: nothing known
 
 
 def test_a_deep_decode_batch_slows_a_long_prefill_more_than_a_short_queue():
@@ -140,21 +140,24 @@ def test_kv_pressure_steers_away():
     assert c.choose(["a", "b"], request(p), now=1.0).ranked[0] == "b"
 
 
-def test_speculative_entries_route_followups_then_expire():
+def test_speculative_entries_route_followups_while_in_flight_then_expire():
+    # A request may wait in an overloaded replica's queue longer than the TTL; its prefix will
+    # be computed there, so followers sharing it go there until it ends and one TTL after.
     c = core(speculative_ttl_s=30.0)
     for r in "ab":
         c.report(r, stats(), now=0.0)
     p = prompt(3)
     first = request(p, "r1")
-    winner = c.choose(["a", "b"], first, now=1.0).ranked[0]
-    c.on_routed(winner, first, now=1.0)
-    c.on_completed(winner, "r1")
-    # Before any report confirms it, a follow-up sharing the prefix goes to the same replica.
+    home = c.choose(["a", "b"], first, now=1.0).ranked[0]
+    c.on_routed(home, first, now=1.0)
     follow = request(p + prompt(4, 3 * PAGE), "r2")
-    choice = c.choose(["a", "b"], follow, now=5.0)
-    assert choice.ranked[0] == winner and choice.predicted_cached_tokens == len(p)
-    # No report ever confirmed it: after the TTL the guess is gone.
-    assert c.choose(["a", "b"], follow, now=40.0).predicted_cached_tokens == 0
+    for now in (5.0, 100.0):  # before any report could confirm it; past the TTL, still queued
+        choice = c.choose(["a", "b"], follow, now=now)
+        assert choice.ranked[0] == home and choice.predicted_cached_tokens == len(p)
+    c.on_completed(home, "r1", now=120.0)
+    assert c.choose(["a", "b"], follow, now=149.0).predicted_cached_tokens == len(p)
+    # No report ever confirmed it: one TTL after the request ended, the guess is gone.
+    assert c.choose(["a", "b"], follow, now=151.0).predicted_cached_tokens == 0
 
 
 def test_a_dead_replica_is_forgotten():
@@ -224,5 +227,5 @@ def test_output_lengths_learnt_from_finished_requests():
     c = core(prior_output_tokens=256)
     before = c.estimator.expected_total(32768)
     for _ in range(300):
-        c.on_completed("x", "none", output_tokens=8000)
+        c.on_completed("x", "none", now=0.0, output_tokens=8000)
     assert before < 2000 < c.estimator.expected_total(32768)
