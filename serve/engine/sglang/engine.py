@@ -6,9 +6,12 @@ replica's own placement group (see `placement.py`). Requests go in as token ids 
 `async_generate(stream=True)`; the cumulative chunks that come back are turned into
 `TokenDelta`s by a `StreamAdapter` per request.
 
-`sglang` is imported only in `build_sglang_engine`, so nothing else pays for it; the engine
-class itself takes any object with RayEngine's `async_generate`, `tokenizer_manager` and
-`shutdown`, which is how the tests drive it without GPUs.
+With the prefix cache on, SGLang publishes its KV events to a socket this replica binds, and a
+`CacheDigest` turns them into the block hashes the router matches prompts against.
+
+`sglang` is imported only in `build_sglang_engine` and by the KV-event follower, so nothing
+else pays for it; the engine class itself takes any object with RayEngine's `async_generate`,
+`tokenizer_manager` and `shutdown`, which is how the tests drive it without GPUs.
 """
 
 from __future__ import annotations
@@ -16,18 +19,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from serve.config import R1ServeConfig
 from serve.engine.base import Engine, EngineStats, GenerationRequest, TokenDelta
+from serve.engine.sglang.cache_digest import CacheDigest
 from serve.engine.sglang.sampling import to_sglang
 from serve.engine.sglang.stats import RequestTotals, engine_stats, recent_p90
 from serve.engine.sglang.stream_adapter import StreamAdapter
@@ -53,7 +58,8 @@ class SGLangEngine(Engine):
 
     def __init__(self, backend: Any, *, page_size: int, context_length: int,
                  deterministic: bool = False, poll_interval_s: float = 0.5,
-                 health_timeout_s: float = 30.0) -> None:
+                 health_timeout_s: float = 30.0,
+                 kv_event_endpoints: Sequence[str] = ()) -> None:
         self._backend = backend
         self.page_size = page_size
         self.context_length = context_length
@@ -67,6 +73,10 @@ class SGLangEngine(Engine):
         self._ttfts: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
         self._last_output = float("-inf")  # monotonic time of the last output or probe
         self._poller: asyncio.Task | None = None
+        # Where SGLang's KV-event publishers (one per attention-DP rank) connect: bound here.
+        self.kv_event_endpoints = tuple(kv_event_endpoints)
+        self.cache_digest = CacheDigest(page_size)
+        self._follower: asyncio.Task | None = None
         self._dead: str | None = None
         self._stopping = False
 
@@ -135,10 +145,13 @@ class SGLangEngine(Engine):
     def stats(self) -> EngineStats:
         expected = sum(max(live.budget - live.adapter.completion_tokens, 0)
                        for live in list(self._live.values()))
-        return engine_stats(self._loads, self.page_size, RequestTotals(
+        stats = engine_stats(self._loads, self.page_size, RequestTotals(
             prompt_tokens=self._prompt_tokens, cached_tokens=self._cached_tokens,
             expected_remaining_decode_tokens=expected,
             ttft_p90_s=recent_p90(list(self._ttfts), time.monotonic())))
+        if not self.kv_event_endpoints:
+            return stats
+        return dataclasses.replace(stats, cached_block_hashes=self.cache_digest.block_hashes())
 
     async def health(self) -> None:
         """Healthy when SGLang produced output recently or answers a one-token probe, as
@@ -164,8 +177,9 @@ class SGLangEngine(Engine):
         deadline = time.monotonic() + 5.0
         while self._live and time.monotonic() < deadline:
             await asyncio.sleep(0.05)  # let the aborted streams deliver their last chunk
-        if self._poller is not None:
-            self._poller.cancel()
+        for task in (self._poller, self._follower):
+            if task is not None:
+                task.cancel()
         await asyncio.to_thread(self._backend.shutdown)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -200,6 +214,12 @@ class SGLangEngine(Engine):
                 log.warning("SGLang load poller stopped: %r; restarting",
                             self._poller.exception())
             self._poller = asyncio.get_running_loop().create_task(self._poll_loads())
+        if self.kv_event_endpoints and (self._follower is None or self._follower.done()):
+            if self._follower is not None and not self._follower.cancelled() \
+                    and self._follower.exception() is not None:
+                log.warning("SGLang KV-event follower stopped: %r; restarting",
+                            self._follower.exception())
+            self._follower = asyncio.get_running_loop().create_task(self._follow_kv_events())
 
     async def _poll_loads(self) -> None:
         """Keep `stats()` free of remote calls: read SGLang's per-rank loads in the background
@@ -210,6 +230,38 @@ class SGLangEngine(Engine):
             except Exception:
                 log.warning("reading SGLang loads failed", exc_info=True)
             await asyncio.sleep(self.poll_interval_s)
+
+    async def _follow_kv_events(self) -> None:
+        """Fold SGLang's KV events into `cache_digest` as they arrive. A gap in a publisher's
+        sequence numbers means events were dropped: pages stored then stay unnamed."""
+        import msgspec
+        import zmq
+        import zmq.asyncio
+        from sglang.srt.disaggregation.kv_events import KVEventBatch
+
+        decoder = msgspec.msgpack.Decoder(KVEventBatch)
+        ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        last_seq: dict[int, int] = {}  # attention-DP rank -> last sequence number seen
+        try:
+            for endpoint in self.kv_event_endpoints:
+                sock.bind(endpoint)
+            while not self._stopping:
+                _topic, seq_bytes, payload = await sock.recv_multipart()
+                try:
+                    batch = decoder.decode(payload)
+                except msgspec.DecodeError:
+                    log.warning("an SGLang KV-event batch did not decode; skipped", exc_info=True)
+                    continue
+                seq, rank = int.from_bytes(seq_bytes, "big"), batch.attn_dp_rank or 0
+                if rank in last_seq and seq != last_seq[rank] + 1:
+                    log.warning("SGLang KV events %d-%d of DP rank %d were lost",
+                                last_seq[rank] + 1, seq - 1, rank)
+                last_seq[rank] = seq
+                self.cache_digest.apply(batch.events)
+        finally:
+            ctx.destroy(linger=0)
 
     async def _probe(self) -> None:
         tm = self.tokenizer_manager
@@ -271,10 +323,19 @@ def build_sglang_engine(config: R1ServeConfig) -> Engine:
         dist_init_addr = f"{ray.util.get_node_ip_address()}:{_free_port_block()}"
     log.info("starting SGLang (profile %s) with %s", server_args.profile or "none",
              server_args.engine_kwargs(dist_init_addr))
-    backend = RayEngine(**server_args.engine_kwargs(dist_init_addr))
+    endpoints: list[str] = []
+    kv_events = None
+    if config.engine.prefix_cache:
+        # One publisher per KV cache (per attention-DP rank), each connecting to port + rank
+        # of this replica's node, wherever its scheduler runs.
+        ip, base = ray.util.get_node_ip_address(), _free_port_block(layout.kv_caches)
+        kv_events = f"tcp://{ip}:{base}"
+        endpoints = [f"tcp://{ip}:{base + r}" for r in range(layout.kv_caches)]
+    backend = RayEngine(**server_args.engine_kwargs(dist_init_addr, kv_events))
     return SGLangEngine(backend, page_size=config.engine.page_size,
                         context_length=config.model.context_length,
-                        deterministic=bool(server_args.args.get("enable_deterministic_inference")))
+                        deterministic=bool(server_args.args.get("enable_deterministic_inference")),
+                        kv_event_endpoints=endpoints)
 
 
 def _free_port_block(size: int = 8, tries: int = 64) -> int:

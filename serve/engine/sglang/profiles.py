@@ -41,6 +41,11 @@ class Layout:
         """GPUs, hence SGLang scheduler processes (Ray actors), of one instance."""
         return self.tp_size
 
+    @property
+    def kv_caches(self) -> int:
+        """Separate KV caches of one instance: one per attention-DP rank, else one."""
+        return self.tp_size if self.attn_dp else 1
+
 
 def _frozen(d: dict[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(d)

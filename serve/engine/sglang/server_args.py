@@ -12,6 +12,7 @@ The same `SGLangServerArgs` feeds `RayEngine(**kwargs)` inside a replica and the
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Mapping
@@ -43,6 +44,8 @@ OWNED: Mapping[str, str] = MappingProxyType({
     "skip_tokenizer_init": "the SGLang backend needs SGLang's detokenizer for streamed text",
     "incremental_streaming_output": "the stream adapter consumes SGLang's cumulative output",
     "use_ray": "the engine deployment always runs SGLang through Ray",
+    "kv_events_config": "r1serve subscribes to SGLang's KV events itself, for the router's "
+                        "cache digest (engine.prefix_cache)",
 })
 
 # The one backend_args key that is not a ServerArgs field: it names a profile (profiles.py).
@@ -59,11 +62,18 @@ class SGLangServerArgs:
     layout: Layout
     profile: str | None  # the named profile whose tuning applied, if any
 
-    def engine_kwargs(self, dist_init_addr: str | None = None) -> dict[str, Any]:
-        """Keyword arguments of `sglang.srt.ray.RayEngine` (rank 0 runs in this process)."""
+    def engine_kwargs(self, dist_init_addr: str | None = None,
+                      kv_events_endpoint: str | None = None) -> dict[str, Any]:
+        """Keyword arguments of `sglang.srt.ray.RayEngine` (rank 0 runs in this process).
+
+        With `kv_events_endpoint` ("tcp://HOST:PORT", bound by the replica), each KV cache's
+        publisher connects to PORT + its attention-DP rank and sends its KV events there."""
         kwargs = dict(self.args)
         if dist_init_addr is not None:
             kwargs["dist_init_addr"] = dist_init_addr
+        if kv_events_endpoint is not None:
+            kwargs["kv_events_config"] = json.dumps(
+                {"publisher": "zmq", "endpoint": kv_events_endpoint, "bind": False})
         return kwargs
 
     def launch_argv(self, node_rank: int = 0, dist_init_addr: str | None = None,

@@ -297,6 +297,71 @@ def test_build_starts_ray_engine_in_the_replica_group(monkeypatch) -> None:
     host, port = kwargs["dist_init_addr"].split(":")
     assert host == "10.0.0.9" and 20000 <= int(port) < 60000
     assert "SGLANG_RAY_BUNDLE_INDICES" not in os.environ
+    # One KV cache (no attention DP): its publisher connects to the one socket the replica binds.
+    events = json.loads(kwargs["kv_events_config"])
+    assert (events["publisher"], events["bind"]) == ("zmq", False)
+    assert engine.kv_event_endpoints == (events["endpoint"],)
+    assert events["endpoint"].startswith("tcp://10.0.0.9:")
+
+
+def test_build_binds_one_kv_event_socket_per_attention_dp_rank(monkeypatch) -> None:
+    from serve.engine.sglang.engine import build_sglang_engine
+
+    started = _fake_ray_engine(monkeypatch, _Group([{"GPU": 8, "CPU": 1}, {"GPU": 8}]))
+    engine = build_sglang_engine(_sglang_config(2, dp_attention=True))
+    base = json.loads(started[0]["kv_events_config"])["endpoint"]
+    port = int(base.rsplit(":", 1)[1])
+    assert engine.kv_event_endpoints == tuple(f"tcp://10.0.0.9:{port + r}" for r in range(16))
+
+
+def test_without_a_prefix_cache_no_kv_events_are_asked_for(monkeypatch) -> None:
+    from serve.engine.sglang.engine import build_sglang_engine
+
+    started = _fake_ray_engine(monkeypatch, _Group([{"GPU": 8, "CPU": 1}]))
+    engine = build_sglang_engine(_sglang_config(1, prefix_cache=False))
+    assert "kv_events_config" not in started[0] and engine.kv_event_endpoints == ()
+    assert engine.stats().cached_block_hashes == ()
+
+
+def test_kv_events_from_sglangs_publisher_become_the_reported_digest() -> None:
+    """SGLang's own ZMQ publisher (attention-DP rank 1, so port + 1) connects to the socket the
+    engine binds; what it stores shows up as r1serve block hashes in `stats()`."""
+    kv = pytest.importorskip("sglang.srt.disaggregation.kv_events",
+                             reason="install SGLang's parser: bash scripts/install_test_sglang.sh")
+    import zmq
+
+    from serve.engine.block_hash import block_hashes
+    from serve.engine.sglang.engine import _free_port_block
+
+    base = _free_port_block(2)
+    tokens = list(range(1, 33))  # two 16-token pages
+    stored = kv.BlockStored(block_hashes=[11, 12], parent_block_hash=None, token_ids=tokens,
+                            block_size=16, lora_id=None)
+
+    async def main() -> tuple[int, ...]:
+        engine = _engine(FakeBackend([]), kv_event_endpoints=[f"tcp://127.0.0.1:{base + r}"
+                                                              for r in range(2)])
+        publisher = kv.ZmqEventPublisher(attn_dp_rank=1, endpoint=f"tcp://127.0.0.1:{base}",
+                                         bind=False)
+        garbage = zmq.Context.instance().socket(zmq.PUB)  # rank 0's port: undecodable batches
+        garbage.connect(f"tcp://127.0.0.1:{base}")
+        try:
+            await engine.health()  # starts the background readers
+            deadline = time.monotonic() + 10.0
+            # A PUB socket drops what it sends before the connection is up: resend (stores are
+            # idempotent) until it lands. The garbage is skipped, not fatal to the reader.
+            while not engine.stats().cached_block_hashes and time.monotonic() < deadline:
+                garbage.send_multipart([b"", (0).to_bytes(8, "big"), b"\xc1"])
+                await asyncio.sleep(0.02)
+                publisher.publish(kv.KVEventBatch(ts=time.time(), events=[stored]))
+                await asyncio.sleep(0.03)
+            return engine.stats().cached_block_hashes
+        finally:
+            garbage.close(linger=0)
+            publisher.shutdown()
+            await engine.shutdown()
+
+    assert sorted(asyncio.run(main())) == sorted(block_hashes(tokens, 16))
 
 
 def test_build_refuses_to_run_outside_a_placement_group(monkeypatch) -> None:

@@ -11,7 +11,7 @@ import pytest
 from serve.config import R1ServeConfig
 from serve.engine.sglang.flags import FlagTable
 from serve.engine.sglang.profiles import PROFILES, Layout, get_profile
-from serve.engine.sglang.server_args import OWNED, build_server_args
+from serve.engine.sglang.server_args import OWNED, build_server_args, validate_backend_args
 from serve.errors import ConfigError
 
 ADDR = "10.0.0.1:5000"
@@ -77,6 +77,18 @@ def test_engine_kwargs_build_sglangs_server_args(sglang_server_args, name: str) 
     record = sglang_server_args(**args.engine_kwargs(ADDR))
     assert record.tp_size == PROFILES[name].layout.tp_size
     assert record.dist_init_addr == ADDR
+
+
+def test_kv_events_endpoint_reaches_sglangs_own_config(sglang_server_args) -> None:
+    from sglang.srt.disaggregation.kv_events import KVEventsConfig
+
+    args = build_server_args(_config(), get_profile("h100x16"))
+    record = sglang_server_args(**args.engine_kwargs(ADDR, "tcp://10.0.0.9:41000"))
+    config = KVEventsConfig.from_cli(record.kv_events_config)
+    assert (config.publisher, config.endpoint, config.bind) == ("zmq", "tcp://10.0.0.9:41000",
+                                                                False)
+    with pytest.raises(ConfigError, match="kv_events_config: r1serve sets this one"):
+        validate_backend_args({"kv_events_config": "{}"})
 
 
 def test_pinned_flag_table_matches_installed_parser(sglang_server_args) -> None:
