@@ -1,6 +1,6 @@
 """Replay the Mooncake conversation trace through routing algorithms onto modelled replicas.
 
-    python -m benchmarks.router_replay [--requests 3000] [--start 0] [--jobs 2]
+    python -m benchmarks.router_replay [--requests 3000] [--start 0] [--windows 1] [--jobs 2]
 
 Routers: ours (`RouterCore`), Ray Serve's PrefixCacheAffinityRouter algorithm (Ray's own
 `PrefixTree`, match-rate threshold 0.1, imbalance threshold inf), smg's cache_aware algorithm
@@ -8,12 +8,13 @@ Routers: ours (`RouterCore`), Ray Serve's PrefixCacheAffinityRouter algorithm (R
 choices and round robin. All see the same `ReplicaModel` fleet (serve/autoscaling).
 
 Grid: 4 and 16 replicas x the trace's output lengths and R1-like ones x a prefix cache of GPU
-memory alone and of GPU plus a host-memory tier. The replay takes a window of `--requests`
-requests from `--start` (the trace holds 12,031: windows at 0, 3000, 6000 and 9000 cover it,
-each from cold caches); arrivals are rescaled so each replica sees the same offered load at
-either fleet size (R1-like outputs get a lower rate: each request decodes ~12x longer).
+memory alone and of GPU plus a host-memory tier. The replay takes `--windows` consecutive
+windows of `--requests` requests from `--start`, each from cold caches (the trace holds 12,031:
+`--windows 4` covers 12,000); arrivals are rescaled so each replica sees the same offered load
+at either fleet size (R1-like outputs get a lower rate: each request decodes ~12x longer).
 Reports prefix hit rate (cached prompt tokens / prompt tokens), TTFT p50/p99 and load imbalance
-(max / mean replica busy time).
+(max / mean replica busy time), each pooled over the windows. Pool several: in one window of
+3,000 a handful of 60K-token prompts that hit or miss move the hit rate by tenths of a point.
 """
 
 from __future__ import annotations
@@ -154,12 +155,33 @@ class Scenario:
 
 
 @dataclass(frozen=True)
+class Sample:
+    """What one replay of one window left: the sums and samples the figures pool over."""
+
+    router: str
+    prompt_tokens: int
+    cached_tokens: int
+    ttfts: tuple[float, ...]
+    busy_s: tuple[float, ...]  # per replica
+
+
+@dataclass(frozen=True)
 class Row:
     router: str
     hit_rate: float
     ttft_p50: float
     ttft_p99: float
     imbalance: float
+
+    @classmethod
+    def pooled(cls, samples: Sequence[Sample]) -> Row:
+        """The figures over several windows: token and busy-time sums, all TTFTs together."""
+        ttft = sorted(t for s in samples for t in s.ttfts)
+        busy = [sum(b) for b in zip(*(s.busy_s for s in samples), strict=True)]
+        return cls(samples[0].router,
+                   sum(s.cached_tokens for s in samples) / sum(s.prompt_tokens for s in samples),
+                   ttft[len(ttft) // 2], ttft[min(len(ttft) - 1, int(0.99 * len(ttft)))],
+                   max(busy) / (sum(busy) / len(busy)))
 
 
 @dataclass(frozen=True)
@@ -174,7 +196,7 @@ class Job:
     knobs: dict[str, float]
 
 
-def run_one(job: Job) -> tuple[Scenario, Row]:
+def run_one(job: Job) -> tuple[Scenario, Sample]:
     sc, router_name, seed = job.scenario, job.router, job.seed
     scale = PER_REPLICA_RATE[sc.outputs] * sc.replicas / TRACE_RATE
     reqs = load_mooncake(limit=job.requests, skip=job.start, time_scale=scale,
@@ -186,20 +208,19 @@ def run_one(job: Job) -> tuple[Scenario, Row]:
               if router_name == "ours"
               else ROUTERS[router_name](seed=seed))
     result = run_fleet(reqs, router, cfg)
-    prompt = sum(r.prompt_tokens for r in result.requests)
-    cached = sum(r.cached_tokens for r in result.requests)
-    ttft = sorted(r.ttft for r in result.requests if r.ttft is not None)
-    busy = result.busy_seconds
-    return sc, Row(router_name, cached / prompt, ttft[len(ttft) // 2],
-                   ttft[min(len(ttft) - 1, int(0.99 * len(ttft)))],
-                   max(busy) / (sum(busy) / len(busy)))
+    return sc, Sample(router_name, sum(r.prompt_tokens for r in result.requests),
+                      sum(r.cached_tokens for r in result.requests),
+                      tuple(r.ttft for r in result.requests if r.ttft is not None),
+                      tuple(result.busy_seconds))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--requests", type=int, default=3000, help="N requests of the trace")
     p.add_argument("--start", type=int, default=0,
-                   help="the window's first request (0: the trace's start)")
+                   help="the first window's first request (0: the trace's start)")
+    p.add_argument("--windows", type=int, default=1,
+                   help="consecutive windows of --requests, each from cold caches, pooled")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--routers", default=",".join(ROUTERS))
@@ -213,24 +234,30 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--routers: unknown {', '.join(unknown)}; choose from {', '.join(ROUTERS)}")
     if args.requests < 1:
         p.error(f"--requests {args.requests}: replay at least 1 request")
-    if not load_mooncake(skip=args.start, limit=1):
-        p.error(f"--start {args.start} is past the trace's last request; "
-                f"it holds {len(load_mooncake())}")
+    if args.windows < 1:
+        p.error(f"--windows {args.windows}: replay at least 1 window")
+    starts = [args.start + w * args.requests for w in range(args.windows)]
+    if not load_mooncake(skip=starts[-1], limit=1):
+        where = (f"--start {args.start}" if args.windows == 1
+                 else f"--windows {args.windows} (the last from request {starts[-1]})")
+        p.error(f"{where} is past the trace's last request; it holds {len(load_mooncake())}")
     scenarios = [Scenario(n, o, c) for n, o, c in
                  itertools.product((4, 16), ("trace", "r1"), ("gpu", "gpu+host"))]
-    jobs = [Job(sc, r, args.requests, args.start, args.seed, knobs) for sc in scenarios
-            for r in routers]
+    jobs = [Job(sc, r, args.requests, start, args.seed, knobs) for sc in scenarios
+            for r in routers for start in starts]
     with ProcessPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(run_one, jobs))
-    print(f"Mooncake conversation trace, requests {args.start}-{args.start + args.requests - 1}; "
-          f"GPU prefix cache {GPU_KV_TOKENS:,} tokens/replica, host tier {HOST_TOKENS:,}")
+        samples = list(pool.map(run_one, jobs))
+    windows = f" in {args.windows} windows from cold caches" if args.windows > 1 else ""
+    print(f"Mooncake conversation trace, requests {args.start}-{starts[-1] + args.requests - 1}"
+          f"{windows}; GPU prefix cache {GPU_KV_TOKENS:,} tokens/replica, "
+          f"host tier {HOST_TOKENS:,}")
     for sc in scenarios:
         print(f"\n{sc.label()}")
         print(f"  {'router':<20} {'hit rate':>8} {'TTFT p50':>9} {'TTFT p99':>9} {'imbal':>6}")
-        for s, row in results:
-            if s == sc:
-                print(f"  {row.router:<20} {row.hit_rate:>8.2%} {row.ttft_p50:>8.2f}s "
-                      f"{row.ttft_p99:>8.2f}s {row.imbalance:>6.2f}")
+        for router in routers:
+            row = Row.pooled([s for c, s in samples if c == sc and s.router == router])
+            print(f"  {row.router:<20} {row.hit_rate:>8.2%} {row.ttft_p50:>8.2f}s "
+                  f"{row.ttft_p99:>8.2f}s {row.imbalance:>6.2f}")
 
 
 if __name__ == "__main__":
