@@ -328,6 +328,8 @@ def test_kv_events_from_sglangs_publisher_become_the_reported_digest() -> None:
     engine binds; what it stores shows up as r1serve block hashes in `stats()`."""
     kv = pytest.importorskip("sglang.srt.disaggregation.kv_events",
                              reason="install SGLang's parser: bash scripts/install_test_sglang.sh")
+    import atexit
+
     import zmq
 
     from serve.engine.block_hash import block_hashes
@@ -359,6 +361,7 @@ def test_kv_events_from_sglangs_publisher_become_the_reported_digest() -> None:
         finally:
             garbage.close(linger=0)
             publisher.shutdown()
+            atexit.unregister(publisher.shutdown)  # it registers itself; once is enough
             await engine.shutdown()
 
     assert sorted(asyncio.run(main())) == sorted(block_hashes(tokens, 16))
