@@ -208,18 +208,11 @@ class SGLangEngine(Engine):
             log.warning("abort of request %s failed", rid, exc_info=True)
 
     def _ensure_poller(self) -> None:
-        if self._poller is None or self._poller.done():
-            if self._poller is not None and not self._poller.cancelled() \
-                    and self._poller.exception() is not None:
-                log.warning("SGLang load poller stopped: %r; restarting",
-                            self._poller.exception())
-            self._poller = asyncio.get_running_loop().create_task(self._poll_loads())
-        if self.kv_event_endpoints and (self._follower is None or self._follower.done()):
-            if self._follower is not None and not self._follower.cancelled() \
-                    and self._follower.exception() is not None:
-                log.warning("SGLang KV-event follower stopped: %r; restarting",
-                            self._follower.exception())
-            self._follower = asyncio.get_running_loop().create_task(self._follow_kv_events())
+        """Start the background readers, or restart one that stopped."""
+        self._poller = _running(self._poller, self._poll_loads, "SGLang load poller")
+        if self.kv_event_endpoints:
+            self._follower = _running(self._follower, self._follow_kv_events,
+                                      "SGLang KV-event follower")
 
     async def _poll_loads(self) -> None:
         """Keep `stats()` free of remote calls: read SGLang's per-rank loads in the background
@@ -293,6 +286,15 @@ class SGLangEngine(Engine):
             if not task.done():
                 task.cancel()
                 self._abort_backend(rid)
+
+
+def _running(task: asyncio.Task | None, start: Any, what: str) -> asyncio.Task:
+    """`task` if it still runs, else a fresh one from `start()` (saying why the old one ended)."""
+    if task is not None and not task.done():
+        return task
+    if task is not None and not task.cancelled() and task.exception() is not None:
+        log.warning("%s stopped: %r; restarting", what, task.exception())
+    return asyncio.get_running_loop().create_task(start())
 
 
 def build_sglang_engine(config: R1ServeConfig) -> Engine:
