@@ -383,3 +383,20 @@ def test_single_node_build_needs_no_rendezvous_address(monkeypatch) -> None:
     started = _fake_ray_engine(monkeypatch, _Group([{"GPU": 8, "CPU": 1}]))
     build_sglang_engine(_sglang_config(1))
     assert "dist_init_addr" not in started[0] and started[0]["tp_size"] == 8
+
+
+def test_a_stopped_background_reader_is_restarted(caplog) -> None:
+    async def main() -> None:
+        engine = _engine(FakeBackend([]), kv_event_endpoints=["tcp://no-such-host.invalid:5"])
+        await engine.health()  # starts the readers; this socket cannot be bound
+        first = engine._follower
+        deadline = time.monotonic() + 10.0
+        while not first.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert first.done() and first.exception() is not None
+        await engine.health()
+        assert engine._follower is not first and not engine._follower.done()
+        await engine.shutdown()
+
+    asyncio.run(main())
+    assert "SGLang KV-event follower stopped" in caplog.text
