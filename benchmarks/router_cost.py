@@ -15,16 +15,12 @@ import argparse
 import random
 import time
 
+from benchmarks.common import percentile
 from serve.engine.block_hash import block_hashes
 from serve.routing.knobs import RouterKnobs
 from serve.routing.router_core import RoutedRequest, RouterCore
 
 PAGE = 16
-
-
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def main(argv: list[str] | None = None) -> None:

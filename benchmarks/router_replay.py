@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from ray.llm._internal.serve.routing_policies.prefix_aware.prefix_tree import PrefixTree
 
+from benchmarks.common import percentile
 from serve.autoscaling.fleet_sim import FleetConfig, run_fleet
 from serve.autoscaling.replica_model import ReplicaModel, ReplicaSpec, SimRequest
 from serve.autoscaling.sim_router import CoreSimRouter
@@ -176,11 +177,11 @@ class Row:
     @classmethod
     def pooled(cls, samples: Sequence[Sample]) -> Row:
         """The figures over several windows: token and busy-time sums, all TTFTs together."""
-        ttft = sorted(t for s in samples for t in s.ttfts)
+        ttft = [t for s in samples for t in s.ttfts]
         busy = [sum(b) for b in zip(*(s.busy_s for s in samples), strict=True)]
         return cls(samples[0].router,
                    sum(s.cached_tokens for s in samples) / sum(s.prompt_tokens for s in samples),
-                   ttft[len(ttft) // 2], ttft[min(len(ttft) - 1, int(0.99 * len(ttft)))],
+                   percentile(ttft, 0.5), percentile(ttft, 0.99),
                    max(busy) / (sum(busy) / len(busy)))
 
 

@@ -52,9 +52,6 @@ class CacheDigest:
         """r1serve chain hashes of every page the instance holds, in any tier."""
         return tuple(self._ours.values())
 
-    def __len__(self) -> int:
-        return len(self._ours)
-
     def _stored(self, event: Any) -> None:
         size, hashes, tokens = event.block_size, event.block_hashes, event.token_ids
         parent = (ROOT_HASH if event.parent_block_hash is None

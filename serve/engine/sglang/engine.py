@@ -26,7 +26,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,7 +288,8 @@ class SGLangEngine(Engine):
                 self._abort_backend(rid)
 
 
-def _running(task: asyncio.Task | None, start: Any, what: str) -> asyncio.Task:
+def _running(task: asyncio.Task | None, start: Callable[[], Coroutine[Any, Any, None]],
+             what: str) -> asyncio.Task:
     """`task` if it still runs, else a fresh one from `start()` (saying why the old one ended)."""
     if task is not None and not task.done():
         return task

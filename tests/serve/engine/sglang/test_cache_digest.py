@@ -37,7 +37,7 @@ def test_a_page_stays_while_any_tier_holds_it():
     # Hierarchical cache: page 1 is backed up to host memory, then evicted from the GPU.
     digest.apply([stored(1, 1, 1000, medium=kv.StorageMedium.CPU.value),
                   kv.BlockRemoved(block_hashes=[1001])])
-    assert len(digest) == 2
+    assert len(digest.block_hashes()) == 2
     digest.apply([kv.BlockRemoved(block_hashes=[1001], medium=kv.StorageMedium.CPU.value)])
     assert digest.block_hashes() == tuple(block_hashes(TOKENS[:PAGE], PAGE))
     digest.apply([kv.AllBlocksCleared()])

@@ -304,23 +304,22 @@ def test_build_starts_ray_engine_in_the_replica_group(monkeypatch) -> None:
     assert events["endpoint"].startswith("tcp://10.0.0.9:")
 
 
-def test_build_binds_one_kv_event_socket_per_attention_dp_rank(monkeypatch) -> None:
+@pytest.mark.parametrize(("nodes", "engine", "sockets"), [
+    (2, {"dp_attention": True}, 16),  # one KV cache per attention-DP rank
+    (1, {"prefix_cache": False}, 0),  # no cache, no events
+])
+def test_build_binds_one_kv_event_socket_per_kv_cache(monkeypatch, nodes, engine,
+                                                       sockets) -> None:
     from serve.engine.sglang.engine import build_sglang_engine
 
-    started = _fake_ray_engine(monkeypatch, _Group([{"GPU": 8, "CPU": 1}, {"GPU": 8}]))
-    engine = build_sglang_engine(_sglang_config(2, dp_attention=True))
-    base = json.loads(started[0]["kv_events_config"])["endpoint"]
-    port = int(base.rsplit(":", 1)[1])
-    assert engine.kv_event_endpoints == tuple(f"tcp://10.0.0.9:{port + r}" for r in range(16))
-
-
-def test_without_a_prefix_cache_no_kv_events_are_asked_for(monkeypatch) -> None:
-    from serve.engine.sglang.engine import build_sglang_engine
-
-    started = _fake_ray_engine(monkeypatch, _Group([{"GPU": 8, "CPU": 1}]))
-    engine = build_sglang_engine(_sglang_config(1, prefix_cache=False))
-    assert "kv_events_config" not in started[0] and engine.kv_event_endpoints == ()
-    assert engine.stats().cached_block_hashes == ()
+    group = _Group([{"GPU": 8, "CPU": 1}] + [{"GPU": 8}] * (nodes - 1))
+    started = _fake_ray_engine(monkeypatch, group)
+    built = build_sglang_engine(_sglang_config(nodes, **engine))
+    config = started[0].get("kv_events_config")
+    port = int(json.loads(config)["endpoint"].rsplit(":", 1)[1]) if config else 0
+    assert built.kv_event_endpoints == tuple(f"tcp://10.0.0.9:{port + r}"
+                                             for r in range(sockets))
+    assert (config is None) == (sockets == 0) and built.stats().cached_block_hashes == ()
 
 
 def test_kv_events_from_sglangs_publisher_become_the_reported_digest() -> None:
@@ -390,9 +389,7 @@ def test_a_stopped_background_reader_is_restarted(caplog) -> None:
         engine = _engine(FakeBackend([]), kv_event_endpoints=["tcp://no-such-host.invalid:5"])
         await engine.health()  # starts the readers; this socket cannot be bound
         first = engine._follower
-        deadline = time.monotonic() + 10.0
-        while not first.done() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await asyncio.wait({first}, timeout=10.0)
         assert first.done() and first.exception() is not None
         await engine.health()
         assert engine._follower is not first and not engine._follower.done()
