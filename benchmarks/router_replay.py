@@ -1,6 +1,7 @@
 """Replay the Mooncake conversation trace through routing algorithms onto modelled replicas.
 
-    python -m benchmarks.router_replay [--requests 3000] [--start 0] [--windows 1] [--jobs 2]
+    python -m benchmarks.router_replay [--requests 3000] [--start 0] [--windows 1] [--seeds 1]
+                                       [--jobs 2]
 
 Routers: ours (`RouterCore`), Ray Serve's PrefixCacheAffinityRouter algorithm (Ray's own
 `PrefixTree`, match-rate threshold 0.1, imbalance threshold inf), smg's cache_aware algorithm
@@ -15,6 +16,9 @@ at either fleet size (R1-like outputs get a lower rate: each request decodes ~12
 Reports prefix hit rate (cached prompt tokens / prompt tokens), TTFT p50/p99 and load imbalance
 (max / mean replica busy time), each pooled over the windows. Pool several: in one window of
 3,000 a handful of 60K-token prompts that hit or miss move the hit rate by tenths of a point.
+`--seeds N` replays every window N times with seeds `--seed`.. (the R1-like output lengths
+and every router's random choices change), pools those too, and prints the lowest and highest
+hit rate any one seed gave: a difference between routers inside that range is not a finding.
 """
 
 from __future__ import annotations
@@ -160,6 +164,7 @@ class Sample:
     """What one replay of one window left: the sums and samples the figures pool over."""
 
     router: str
+    seed: int
     prompt_tokens: int
     cached_tokens: int
     ttfts: tuple[float, ...]
@@ -183,6 +188,12 @@ class Row:
                    sum(s.cached_tokens for s in samples) / sum(s.prompt_tokens for s in samples),
                    percentile(ttft, 0.5), percentile(ttft, 0.99),
                    max(busy) / (sum(busy) / len(busy)))
+
+
+def hit_rate_by_seed(samples: Sequence[Sample]) -> dict[int, float]:
+    """Each seed's hit rate, pooled over its windows."""
+    return {seed: Row.pooled([s for s in samples if s.seed == seed]).hit_rate
+            for seed in sorted({s.seed for s in samples})}
 
 
 @dataclass(frozen=True)
@@ -209,7 +220,7 @@ def run_one(job: Job) -> tuple[Scenario, Sample]:
               if router_name == "ours"
               else ROUTERS[router_name](seed=seed))
     result = run_fleet(reqs, router, cfg)
-    return sc, Sample(router_name, sum(r.prompt_tokens for r in result.requests),
+    return sc, Sample(router_name, seed, sum(r.prompt_tokens for r in result.requests),
                       sum(r.cached_tokens for r in result.requests),
                       tuple(r.ttft for r in result.requests if r.ttft is not None),
                       tuple(result.busy_seconds))
@@ -224,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="consecutive windows of --requests, each from cold caches, pooled")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="replay each window with N seeds from --seed, pooled; prints the spread")
     p.add_argument("--routers", default=",".join(ROUTERS))
     p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                    help="override one of our router's knobs (serve.routing.RouterKnobs)")
@@ -237,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--requests {args.requests}: replay at least 1 request")
     if args.windows < 1:
         p.error(f"--windows {args.windows}: replay at least 1 window")
+    if args.seeds < 1:
+        p.error(f"--seeds {args.seeds}: replay with at least 1 seed")
     starts = [args.start + w * args.requests for w in range(args.windows)]
     if not load_mooncake(skip=starts[-1], limit=1):
         where = (f"--start {args.start}" if args.windows == 1
@@ -244,21 +259,29 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"{where} is past the trace's last request; it holds {len(load_mooncake())}")
     scenarios = [Scenario(n, o, c) for n, o, c in
                  itertools.product((4, 16), ("trace", "r1"), ("gpu", "gpu+host"))]
-    jobs = [Job(sc, r, args.requests, start, args.seed, knobs) for sc in scenarios
-            for r in routers for start in starts]
+    seeds = range(args.seed, args.seed + args.seeds)
+    jobs = [Job(sc, r, args.requests, start, seed, knobs) for sc in scenarios
+            for r in routers for start in starts for seed in seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
         samples = list(pool.map(run_one, jobs))
     windows = f" in {args.windows} windows from cold caches" if args.windows > 1 else ""
+    if args.seeds > 1:
+        windows += f", seeds {seeds[0]}-{seeds[-1]}"
     print(f"Mooncake conversation trace, requests {args.start}-{starts[-1] + args.requests - 1}"
           f"{windows}; GPU prefix cache {GPU_KV_TOKENS:,} tokens/replica, "
           f"host tier {HOST_TOKENS:,}")
     for sc in scenarios:
         print(f"\n{sc.label()}")
-        print(f"  {'router':<20} {'hit rate':>8} {'TTFT p50':>9} {'TTFT p99':>9} {'imbal':>6}")
+        spread = f" {'seed low-high':>15}" if args.seeds > 1 else ""
+        print(f"  {'router':<20} {'hit rate':>8} {'TTFT p50':>9} {'TTFT p99':>9} {'imbal':>6}"
+              f"{spread}")
         for router in routers:
-            row = Row.pooled([s for c, s in samples if c == sc and s.router == router])
+            mine = [s for c, s in samples if c == sc and s.router == router]
+            row = Row.pooled(mine)
+            by_seed = hit_rate_by_seed(mine).values()
+            spread = f" {min(by_seed):>7.2%}-{max(by_seed):.2%}" if args.seeds > 1 else ""
             print(f"  {row.router:<20} {row.hit_rate:>8.2%} {row.ttft_p50:>8.2f}s "
-                  f"{row.ttft_p99:>8.2f}s {row.imbalance:>6.2f}")
+                  f"{row.ttft_p99:>8.2f}s {row.imbalance:>6.2f}{spread}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.router_replay import Row, Sample, main
+from benchmarks.router_replay import Row, Sample, hit_rate_by_seed, main
 
 
 @pytest.mark.parametrize(("argv", "named"), [
@@ -12,6 +12,7 @@ from benchmarks.router_replay import Row, Sample, main
     (["--routers", "ours,random"], "--routers: unknown random"),
     (["--requests", "0"], "--requests 0"),
     (["--windows", "0"], "--windows 0"),
+    (["--seeds", "0"], "--seeds 0: replay with at least 1 seed"),
     (["--windows", "6"], "--windows 6 (the last from request 15000) is past the trace's last"),
     (["--knob", "no_such_knob=1"], "no_such_knob"),
 ])
@@ -23,8 +24,10 @@ def test_bad_arguments_name_what_to_change(argv, named, capsys):
 
 
 def test_windows_pool_tokens_busy_time_and_every_ttft():
-    a = Sample("ours", prompt_tokens=1000, cached_tokens=100, ttfts=(1.0, 2.0), busy_s=(10.0, 30.0))
-    b = Sample("ours", prompt_tokens=3000, cached_tokens=900, ttfts=(3.0, 4.0), busy_s=(30.0, 10.0))
+    a = Sample("ours", 0, prompt_tokens=1000, cached_tokens=100, ttfts=(1.0, 2.0),
+               busy_s=(10.0, 30.0))
+    b = Sample("ours", 0, prompt_tokens=3000, cached_tokens=900, ttfts=(3.0, 4.0),
+               busy_s=(30.0, 10.0))
     row = Row.pooled([a, b])
     # 1,000 cached of 4,000, not the mean of 10% and 30%; busy 40 and 40 balance exactly.
     assert (row.hit_rate, row.ttft_p50, row.ttft_p99, row.imbalance) == (0.25, 3.0, 4.0, 1.0)
@@ -35,3 +38,24 @@ def test_a_replay_pools_its_windows(capsys):
     out = capsys.readouterr().out
     assert "requests 0-39 in 2 windows from cold caches" in out
     assert out.count("round-robin") == 8  # one pooled row per scenario
+
+
+def test_each_seed_pools_its_own_windows():
+    def sample(seed: int, prompt: int, cached: int) -> Sample:
+        return Sample("ours", seed, prompt, cached, ttfts=(1.0,), busy_s=(1.0,))
+    samples = [sample(0, 1000, 100), sample(1, 1000, 500), sample(0, 3000, 900)]
+    # seed 0: 1,000 cached of 4,000; seed 1: 500 of 1,000
+    assert hit_rate_by_seed(samples) == {0: 0.25, 1: 0.5}
+
+
+def test_a_replay_with_several_seeds_prints_their_spread(capsys):
+    main(["--requests", "20", "--seeds", "2", "--seed", "3", "--routers", "power-of-two",
+          "--jobs", "1"])
+    out = capsys.readouterr().out
+    assert "requests 0-19, seeds 3-4;" in out
+    assert out.count("seed low-high") == 8
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("power-of-two")]
+    assert len(rows) == 8
+    for row in rows:
+        low, high = (float(x.rstrip("%")) for x in row[-1].split("-"))
+        assert low <= float(row[1].rstrip("%")) <= high
