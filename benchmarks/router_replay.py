@@ -16,7 +16,7 @@ at either fleet size (R1-like outputs get a lower rate: each request decodes ~12
 Reports prefix hit rate (cached prompt tokens / prompt tokens), TTFT p50/p99 and load imbalance
 (max / mean replica busy time), each pooled over the windows. Pool several: in one window of
 3,000 a handful of 60K-token prompts that hit or miss move the hit rate by tenths of a point.
-`--seeds N` replays every window N times with seeds `--seed`.. (the R1-like output lengths
+`--seeds N` replays every window with seeds --seed, --seed+1, ... (the R1-like output lengths
 and every router's random choices change), pools those too, and prints the lowest and highest
 hit rate any one seed gave: a difference between routers inside that range is not a finding.
 """
@@ -184,15 +184,19 @@ class Row:
         """The figures over several windows: token and busy-time sums, all TTFTs together."""
         ttft = [t for s in samples for t in s.ttfts]
         busy = [sum(b) for b in zip(*(s.busy_s for s in samples), strict=True)]
-        return cls(samples[0].router,
-                   sum(s.cached_tokens for s in samples) / sum(s.prompt_tokens for s in samples),
-                   percentile(ttft, 0.5), percentile(ttft, 0.99),
+        return cls(samples[0].router, hit_rate(samples), percentile(ttft, 0.5),
+                   percentile(ttft, 0.99),
                    max(busy) / (sum(busy) / len(busy)))
+
+
+def hit_rate(samples: Sequence[Sample]) -> float:
+    """Cached prompt tokens over prompt tokens, summed: not a mean of the samples' rates."""
+    return sum(s.cached_tokens for s in samples) / sum(s.prompt_tokens for s in samples)
 
 
 def hit_rate_by_seed(samples: Sequence[Sample]) -> dict[int, float]:
     """Each seed's hit rate, pooled over its windows."""
-    return {seed: Row.pooled([s for s in samples if s.seed == seed]).hit_rate
+    return {seed: hit_rate([s for s in samples if s.seed == seed])
             for seed in sorted({s.seed for s in samples})}
 
 
@@ -264,22 +268,24 @@ def main(argv: list[str] | None = None) -> None:
             for r in routers for start in starts for seed in seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
         samples = list(pool.map(run_one, jobs))
-    windows = f" in {args.windows} windows from cold caches" if args.windows > 1 else ""
+    pooled = f" in {args.windows} windows from cold caches" if args.windows > 1 else ""
     if args.seeds > 1:
-        windows += f", seeds {seeds[0]}-{seeds[-1]}"
+        pooled += f", seeds {seeds[0]}-{seeds[-1]}"
     print(f"Mooncake conversation trace, requests {args.start}-{starts[-1] + args.requests - 1}"
-          f"{windows}; GPU prefix cache {GPU_KV_TOKENS:,} tokens/replica, "
+          f"{pooled}; GPU prefix cache {GPU_KV_TOKENS:,} tokens/replica, "
           f"host tier {HOST_TOKENS:,}")
     for sc in scenarios:
         print(f"\n{sc.label()}")
-        spread = f" {'seed low-high':>15}" if args.seeds > 1 else ""
+        heading = f" {'seed low-high':>15}" if args.seeds > 1 else ""
         print(f"  {'router':<20} {'hit rate':>8} {'TTFT p50':>9} {'TTFT p99':>9} {'imbal':>6}"
-              f"{spread}")
+              f"{heading}")
         for router in routers:
             mine = [s for c, s in samples if c == sc and s.router == router]
             row = Row.pooled(mine)
-            by_seed = hit_rate_by_seed(mine).values()
-            spread = f" {min(by_seed):>7.2%}-{max(by_seed):.2%}" if args.seeds > 1 else ""
+            spread = ""
+            if args.seeds > 1:
+                by_seed = hit_rate_by_seed(mine).values()
+                spread = f" {min(by_seed):>7.2%}-{max(by_seed):.2%}"
             print(f"  {row.router:<20} {row.hit_rate:>8.2%} {row.ttft_p50:>8.2f}s "
                   f"{row.ttft_p99:>8.2f}s {row.imbalance:>6.2f}{spread}")
 
