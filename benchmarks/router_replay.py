@@ -16,9 +16,13 @@ at either fleet size (R1-like outputs get a lower rate: each request decodes ~12
 Reports prefix hit rate (cached prompt tokens / prompt tokens), TTFT p50/p99 and load imbalance
 (max / mean replica busy time), each pooled over the windows. Pool several: in one window of
 3,000 a handful of 60K-token prompts that hit or miss move the hit rate by tenths of a point.
-`--seeds N` replays every window with seeds --seed, --seed+1, ... (the R1-like output lengths
-and every router's random choices change), pools those too, and prints the lowest and highest
-hit rate any one seed gave: a difference between routers inside that range is not a finding.
+The trace records arrivals on a 3-second clock; each request arrives at a moment of its tick
+drawn from the seed (serve/autoscaling/workload.py), the same for every router. `--seeds N`
+replays every window with seeds --seed, --seed+1, ... (arrivals within their ticks, the R1-like
+output lengths and every router's random choices change), pools those too, and prints the
+lowest and highest hit rate any one seed gave: a difference between routers inside that range
+is not a finding. The spread is wide: where caches evict, moving arrivals within the trace's
+own resolution moves every router's hit rate by tenths of a point.
 """
 
 from __future__ import annotations

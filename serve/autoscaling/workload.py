@@ -2,6 +2,11 @@
 
 Prefix structure is carried as block ids (one per `BLOCK_TOKENS` tokens of the prompt), equal ids
 meaning an identical prefix up to and including that block, as in the Mooncake trace.
+
+The Mooncake trace records arrivals on a 3-second clock: its 12,031 requests share 1,180
+timestamps, 3,000 ms apart (give or take 1), about ten to a tick. Replayed as recorded, every
+tick would be a burst of ten requests in the same instant, which no client sent; so each request
+is placed at a uniformly random moment of its tick, drawn from the seed and its line number.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from serve.autoscaling.replica_model import SimRequest
 
 BLOCK_TOKENS = 512
+MOONCAKE_TICK_S = 3.0  # the trace's clock: how far apart its distinct timestamps lie
 MOONCAKE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces" / \
     "mooncake_conversation_trace.jsonl"
 
@@ -28,11 +34,14 @@ def r1_output_tokens(rng: random.Random, median: float = 3000.0, sigma: float = 
 
 def load_mooncake(path: Path | str = MOONCAKE, *, limit: int | None = None, skip: int = 0,
                   time_scale: float = 1.0, r1_outputs: bool = False, seed: int = 0,
-                  max_tokens: int = 32768) -> list[SimRequest]:
+                  max_tokens: int = 32768, tick_s: float = MOONCAKE_TICK_S) -> list[SimRequest]:
     """The trace's requests in arrival order (timestamps in ms, divided by `time_scale`);
     with `r1_outputs`, output lengths are drawn from `r1_output_tokens` instead. `skip` drops
-    the trace's first requests (a later window of it), and time then starts at the first one
-    kept."""
+    the trace's first requests (a later window of it), and time then starts at the first
+    timestamp kept. Each request arrives at a random moment of the `tick_s` from its timestamp
+    on, the same for a line and seed in every window (`tick_s` 0: at the timestamp)."""
+    if tick_s < 0:
+        raise ValueError(f"tick_s={tick_s!r}: a tick is 0 seconds (as recorded) or longer")
     rng = random.Random(seed)
     out: list[SimRequest] = []
     with open(path) as f:
@@ -42,14 +51,15 @@ def load_mooncake(path: Path | str = MOONCAKE, *, limit: int | None = None, skip
             rec = json.loads(line)
             n_out = r1_output_tokens(rng) if r1_outputs else max(1, int(rec["output_length"]))
             out.append(SimRequest(
-                rid=i, arrival=rec["timestamp"] / 1000.0 / time_scale,
+                rid=i, arrival=rec["timestamp"] / 1000.0,
                 prompt_tokens=int(rec["input_length"]), output_tokens=n_out,
                 blocks=tuple(int(h) for h in rec["hash_ids"]),
                 max_tokens=max_tokens if r1_outputs else max(n_out, 4096)))
-    out.sort(key=lambda r: (r.arrival, r.rid))
-    t0 = out[0].arrival if out else 0.0  # time starts at the window's first request
+    t0 = min((r.arrival for r in out), default=0.0)  # time starts at the window's first tick
     for r in out:
-        r.arrival -= t0
+        within = tick_s * random.Random(f"{seed}/{skip + r.rid}").random() if tick_s else 0.0
+        r.arrival = (r.arrival - t0 + within) / time_scale
+    out.sort(key=lambda r: (r.arrival, r.rid))
     return out
 
 

@@ -9,7 +9,7 @@ from serve.autoscaling.replica_model import ReplicaModel, ReplicaSpec, SimReques
 from serve.autoscaling.sim_router import CoreSimRouter
 from serve.autoscaling.simulate import Slo, compare
 from serve.autoscaling.targets import ScalingTargets
-from serve.autoscaling.workload import load_mooncake, synthetic_reasoning
+from serve.autoscaling.workload import synthetic_reasoning
 
 CFG = FleetConfig(spec=ReplicaSpec(cold_start_s=60.0), initial_replicas=1, max_replicas=6)
 
@@ -82,12 +82,3 @@ def test_blocks_evicted_to_the_host_tier_continue_the_gpu_prefix():
     _serve_one(rep, 1, (9, 8, 7, 6), 100.0)
     again = _serve_one(rep, 2, (1, 2, 3, 4, 5), 200.0)
     assert again.cached_tokens == 400  # two blocks from GPU memory, two from the host tier
-
-
-def test_a_later_window_of_the_trace_starts_at_time_zero():
-    whole = load_mooncake(limit=40)
-    window = load_mooncake(skip=20, limit=20)
-    assert [r.blocks for r in window] == [r.blocks for r in whole[20:]]
-    assert window[0].arrival == 0.0
-    shift = whole[20].arrival
-    assert [r.arrival for r in window] == [r.arrival - shift for r in whole[20:]]
