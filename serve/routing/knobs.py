@@ -16,18 +16,23 @@ class RouterKnobs:
 
     slow = 1 + prefill_slowdown_per_running * running streams
     cost = slow * (queued prefill tokens + uncached prompt tokens)
-           - (w - 1) * cached prompt tokens, when cached >= m * prompt tokens (else no bonus)
+           - (w - 1) * min(1, (cached / prompt tokens) / m)**2 * cached prompt tokens
+           + eviction_weight * uncached prompt tokens * (intake / mean intake - 1)
            + decode_cost_per_token * outstanding decode tokens + KV-pressure penalty
     w, m = cache_hit_weight, affinity_min_match; on a replica whose cache keeps what it holds,
-    retained_hit_weight, retained_min_match.
+    retained_hit_weight, retained_min_match and no eviction term. Intake: the uncached prompt
+    tokens this router sent the replica, decayed over intake_horizon_s; the mean is over the
+    candidates.
     """
 
     # A predicted cached prompt token is worth this many computed ones when the match is a
-    # substantial part of the prompt (affinity_min_match): keeping a conversation where its
-    # history lives spares the fleet a second copy, so its later turns hit too. Below that
-    # fraction a hit counts only as the compute it saves: a short shared prefix (a system
-    # prompt) soon sits on every replica, and chasing it would pile unrelated conversations
-    # onto one cache.
+    # substantial part of the prompt (affinity_min_match or more): keeping a conversation where
+    # its history lives spares the fleet a second copy, so its later turns hit too. Below that
+    # fraction the bonus shrinks with the square of the match, towards the compute a hit saves:
+    # a short shared prefix (a system prompt) soon sits on every replica, and chasing it would
+    # pile unrelated conversations onto one cache, yet a history half evicted still draws its
+    # conversation back. (A step at affinity_min_match, no bonus below it, hit 0.2-0.25 points
+    # less at 16 replicas on the replay's GPU-only caches, and within 0.05 alike at 4.)
     cache_hit_weight: float = 64.0
     affinity_min_match: float = 0.2
     # Where a replica's cache keeps what it holds (a host-memory tier takes what GPU memory
@@ -39,6 +44,17 @@ class RouterKnobs:
     # 3,000 at starts 0 and 3000; the fractions against 0.1-0.3 and 0-0.1 on the first window.
     retained_hit_weight: float = 256.0
     retained_min_match: float = 0.1
+    # A full GPU cache evicts a token for every uncached one it takes in, so the more a replica
+    # has taken in lately, the sooner what it holds is gone: a prefix cached there lives shorter
+    # than on a replica that has taken in less. Placing uncached tokens where the fleet's intake
+    # is below its mean keeps every cache's lifetime alike, which is what keeps the most
+    # conversations cached till their next turn (a cache that lives short loses more than a
+    # long-lived one gains). Without it, replicas that drain R1's long decodes first take most
+    # new prompts and turn over fastest. Chosen on the Mooncake replay (router_replay.py) with
+    # GPU-only caches, 4 windows x 3 seeds: weights 1-4 and horizons 300 s to unbounded all
+    # help alike at 16 replicas with R1 outputs (+0.4-0.5 points); 600 s and 2 were best at 4.
+    eviction_weight: float = 2.0
+    intake_horizon_s: float = 600.0
     # One outstanding decode token costs this many prefill tokens of delay. Decode is batched, so
     # a token of it slows a new request far less than a token of prefill ahead of it.
     decode_cost_per_token: float = 0.05
@@ -74,6 +90,8 @@ class RouterKnobs:
             ("retained_hit_weight", self.retained_hit_weight >= 0),
             ("retained_min_match", 0 <= self.retained_min_match <= 1),
             ("prefill_slowdown_per_running", self.prefill_slowdown_per_running >= 0),
+            ("eviction_weight", self.eviction_weight >= 0),
+            ("intake_horizon_s", self.intake_horizon_s > 0),
             ("decode_cost_per_token", self.decode_cost_per_token >= 0),
             ("kv_penalty_tokens", self.kv_penalty_tokens >= 0),
             ("kv_soft_limit", 0 < self.kv_soft_limit < 1),

@@ -9,6 +9,7 @@ time-to-live after it ends, unless a report confirms them first.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,8 @@ class ReplicaView:
         self.inflight_prefill = 0
         self.inflight_decode = 0.0
         self.inflight_kv = 0.0
+        self._intake = 0.0  # uncached prompt tokens sent here, decayed to _intake_at
+        self._intake_at = 0.0
 
     # -- reports --------------------------------------------------------------------------
 
@@ -162,6 +165,16 @@ class ReplicaView:
                 h = self._expiries_hashes.popleft()
                 if self._speculative.get(h, now + 1.0) <= now:
                     del self._speculative[h]
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def intake(self, now: float, horizon_s: float) -> float:
+        """Uncached prompt tokens this router sent here, each weighted exp(-age / horizon_s)."""
+        return self._intake * math.exp(-max(0.0, now - self._intake_at) / horizon_s)
+
+    def take_in(self, tokens: float, now: float, horizon_s: float) -> None:
+        self._intake = self.intake(now, horizon_s) + tokens
+        self._intake_at = max(now, self._intake_at)
 
     @property
     def inflight_count(self) -> int:

@@ -1,11 +1,12 @@
 """`RouterCore`: the prefix- and load-aware choice of a replica, free of Ray Serve.
 
 For each candidate replica the core estimates what sending the request there would cost, in
-prefill-token units (see `RouterKnobs`): the prompt tokens the replica does not cache, the prefill
-queued ahead, its outstanding decode work and a penalty as its KV cache fills. The cheapest wins;
-exact ties go to the less loaded replica, then to a random one. A session sticks to its replica
-unless that replica is overloaded. Before any replica has reported, the choice is
-power-of-two-choices on the requests this router has in flight.
+prefill-token units (see `RouterKnobs`): the prompt tokens the replica does not cache, what
+taking them in would evict early from a cache that has taken in more than the others, the
+prefill queued ahead, its outstanding decode work and a penalty as its KV cache fills. The
+cheapest wins; exact ties go to the less loaded replica, then to a random one. A session sticks
+to its replica unless that replica is overloaded. Before any replica has reported, the choice
+is power-of-two-choices on the requests this router has in flight.
 
 Everything here is a pure function of reports, the router's own history and the clock passed
 in, so it is tested without Serve and reused by the trace-replay benchmark.
@@ -100,7 +101,9 @@ class RouterCore:
         views = [self._view(rid) for rid in candidates]
         if request is None or all(v.report is None for v in views):
             return self._power_of_two(views)
-        scored = [self._score(v, request, now) for v in views]
+        horizon = self.knobs.intake_horizon_s
+        mean_intake = sum(v.intake(now, horizon) for v in views) / len(views)
+        scored = [self._score(v, request, now, mean_intake) for v in views]
         sticky = self._sessions.get(request.session_id) if request.session_id else None
         by_cost = sorted(scored, key=lambda s: (s.cost, s.load, self._rng.random()))
         for s in scored:
@@ -109,7 +112,8 @@ class RouterCore:
                 return Choice((s.replica_id, *rest), s.cached_tokens, "session")
         return Choice(tuple(s.replica_id for s in by_cost), by_cost[0].cached_tokens, "cost")
 
-    def _score(self, view: ReplicaView, request: RoutedRequest, now: float) -> ScoredReplica:
+    def _score(self, view: ReplicaView, request: RoutedRequest, now: float,
+               mean_intake: float = 0.0) -> ScoredReplica:
         k = self.knobs
         report = view.report
         cached = 0
@@ -133,9 +137,12 @@ class RouterCore:
         keeps = report is not None and report.keeps_what_it_caches
         min_match = k.retained_min_match if keeps else k.affinity_min_match
         weight = k.retained_hit_weight if keeps else k.cache_hit_weight
-        substantial = cached >= min_match * request.prompt_tokens
-        bonus = weight - 1.0 if substantial else 0.0
-        own = uncached - bonus * cached
+        match = cached / request.prompt_tokens if request.prompt_tokens else 0.0
+        grown = min(1.0, match / min_match) ** 2 if min_match > 0 else 1.0
+        own = uncached - (weight - 1.0) * grown * cached
+        if not keeps and mean_intake > 0:  # a cache that evicts: its lifetime (knobs)
+            excess = view.intake(now, k.intake_horizon_s) / mean_intake - 1.0
+            own += k.eviction_weight * uncached * excess
         return ScoredReplica(view.replica_id, own + load, load, cached, util)
 
     def _overloaded(self, s: ScoredReplica, scored: list[ScoredReplica]) -> bool:
@@ -183,6 +190,7 @@ class RouterCore:
         out = self.expected_output(request)
         view.add_inflight(request.request_id, InFlight(now, uncached, out, uncached + out))
         view.pin(request.request_id, request.block_hashes)
+        view.take_in(uncached, now, self.knobs.intake_horizon_s)
         if request.session_id:
             self._sessions.put(request.session_id, replica_id)
         return cached

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
+
 from serve.engine.block_hash import block_hashes
 from serve.routing.knobs import RouterKnobs
 from serve.routing.replica_view import ReplicaReport
@@ -74,18 +76,37 @@ def test_only_a_substantial_match_earns_the_affinity_bonus():
     assert c.choose(["idle", "history"], request(p), now=1.0).ranked[0] == "history"
 
 
+def test_a_partial_match_earns_a_bonus_growing_with_its_square():
+    """Below affinity_min_match the bonus is (match / affinity_min_match)**2 of the full one:
+    a quarter of a block's worth at half the threshold, the compute alone at none."""
+    c = core(cache_hit_weight=65.0, affinity_min_match=0.5, eviction_weight=0.0)
+    p = prompt(1)  # 40 blocks of 16 tokens
+    hashes = tuple(block_hashes(p, PAGE))
+    extra = tuple(range(10**6, 10**6 + 4000))  # a full GPU cache: it evicts
+    c.report("history", stats(cached=hashes[:10] + extra, kv_pages=4010), now=0.0)
+    # 10 blocks = 25% of the prompt: 160 tokens cached, 480 computed, bonus 64/4 per cached
+    # token = 2,560. The idle replica computes all 640 tokens; so "history" wins unless the
+    # prefill queued ahead of it is more than 640 - 480 + 2,560 = 2,720 tokens.
+    for queued, winner in ((2_700, "history"), (2_740, "idle")):
+        c.report("idle", stats(), now=0.0)
+        c.report("history", stats(cached=hashes[:10] + extra, kv_pages=4010,
+                                  queued_prefill=queued), now=0.0)
+        assert c.choose(["idle", "history"], request(p), now=1.0).ranked[0] == winner
+
+
 def test_a_cache_that_keeps_what_it_holds_lowers_the_match_that_earns_the_bonus():
     """A digest past the KV pool (a host-memory tier) or well short of it (GPU memory not yet
-    full) says nothing is being evicted: there a 15% match keeps its bonus. On a full GPU
-    cache, which evicts, the same match is only compute."""
+    full) says nothing is being evicted: there a 15% match keeps its whole bonus. On a full
+    GPU cache, which evicts, the same match earns (15/20)**2 of it."""
     c = core(cache_hit_weight=64.0, affinity_min_match=0.2, retained_hit_weight=64.0,
              retained_min_match=0.1)
     p = prompt(1)  # 40 blocks
     hashes = tuple(block_hashes(p, PAGE))
     extra = tuple(range(10**6, 10**6 + 400))  # other conversations' blocks: 406 held in all
     c.report("idle", stats(), now=0.0)
+    # 96 of 640 tokens cached; bonus 63 * 96 = 6,048 (keeps) or 56% of it, 3,402 (full)
     for name, pages in (("full", 410), ("host", 300), ("filling", 4096)):
-        c.report(name, stats(cached=hashes[:6] + extra, kv_pages=pages, queued_prefill=400),
+        c.report(name, stats(cached=hashes[:6] + extra, kv_pages=pages, queued_prefill=4_000),
                  now=0.0)
     assert c.choose(["idle", "full"], request(p), now=1.0).ranked[0] == "idle"
     assert c.choose(["idle", "host"], request(p), now=1.0).ranked[0] == "host"
@@ -102,6 +123,36 @@ def test_a_cache_that_keeps_what_it_holds_keeps_its_conversations_against_more_l
     c.report("keeps", stats(cached=hashes[:30], kv_pages=4096, queued_prefill=20_000), now=0.0)
     assert c.choose(["idle", "full"], request(p), now=1.0).ranked[0] == "idle"
     assert c.choose(["idle", "keeps"], request(p), now=1.0).ranked[0] == "keeps"
+
+
+def test_new_prompts_go_where_the_cache_has_taken_in_least():
+    """Two full GPU caches, equal load: the one this router filled with more uncached prompt
+    tokens lately turns over sooner, so a new prompt goes to the other. Intake older than
+    intake_horizon_s weighs less than recent intake. Where caches keep what they hold,
+    intake does not count."""
+    def fleet(kv_pages: int) -> RouterCore:
+        c = core(eviction_weight=2.0, intake_horizon_s=600.0)
+        extra = tuple(range(10**6, 10**6 + 4000))
+        for name in ("busy", "quiet"):
+            c.report(name, stats(cached=extra, kv_pages=kv_pages), now=0.0)
+        sent = [("busy", 1.0)] * 6 + [("quiet", 1.0)]
+        for i, (name, at) in enumerate(sent):  # new prompts, finished a second later
+            c.on_routed(name, request(prompt(100 + i), rid=f"old{i}"), now=at)
+            c.on_completed(name, f"old{i}", now=at + 1.0)
+        return c
+
+    new = request(prompt(7), rid="new")
+    c = fleet(4010)
+    assert Counter(c.choose(["busy", "quiet"], new, now=3.0).ranked[0]
+                   for _ in range(20)) == {"quiet": 20}
+    for i in range(3):  # two horizons on, three prompts to "quiet" outweigh six older ones
+        c.on_routed("quiet", request(prompt(300 + i), rid=f"late{i}"), now=1200.0)
+        c.on_completed("quiet", f"late{i}", now=1201.0)
+    assert Counter(c.choose(["busy", "quiet"], new, now=1202.0).ranked[0]
+                   for _ in range(20)) == {"busy": 20}
+    host = fleet(3000)  # a digest past the KV pool: a host tier keeps what GPU memory drops
+    spread = Counter(host.choose(["busy", "quiet"], new, now=3.0).ranked[0] for _ in range(40))
+    assert spread["busy"] > 5 and spread["quiet"] > 5
 
 
 def test_only_a_digest_tells_whether_a_cache_keeps_what_it_holds():
@@ -229,3 +280,10 @@ def test_output_lengths_learnt_from_finished_requests():
     for _ in range(300):
         c.on_completed("x", "none", now=0.0, output_tokens=8000)
     assert before < 2000 < c.estimator.expected_total(32768)
+
+
+@pytest.mark.parametrize("knob", [{"eviction_weight": -1.0}, {"intake_horizon_s": 0.0}])
+def test_an_out_of_range_knob_is_named(knob):
+    (name,) = knob
+    with pytest.raises(ValueError, match=f"RouterKnobs.{name}="):
+        RouterKnobs(**knob)
