@@ -51,8 +51,9 @@ class RouterKnobs:
     # conversations cached till their next turn (a cache that lives short loses more than a
     # long-lived one gains). Without it, replicas that drain R1's long decodes first take most
     # new prompts and turn over fastest. Chosen on the Mooncake replay (router_replay.py) with
-    # GPU-only caches, 4 windows x 3 seeds: weights 1-4 and horizons 300 s to unbounded all
-    # help alike at 16 replicas with R1 outputs (+0.4-0.5 points); 600 s and 2 were best at 4.
+    # GPU-only caches, 4 windows x 3 seeds: at 16 replicas with R1 outputs, weights 1-4 and
+    # horizons from 300 s to unbounded all raised the hit rate 0.4-0.5 points; at 4 replicas a
+    # 600 s horizon did better than 300 s.
     eviction_weight: float = 2.0
     intake_horizon_s: float = 600.0
     # One outstanding decode token costs this many prefill tokens of delay. Decode is batched, so
