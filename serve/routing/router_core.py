@@ -101,9 +101,10 @@ class RouterCore:
         views = [self._view(rid) for rid in candidates]
         if request is None or all(v.report is None for v in views):
             return self._power_of_two(views)
-        horizon = self.knobs.intake_horizon_s
-        mean_intake = sum(v.intake(now, horizon) for v in views) / len(views)
-        scored = [self._score(v, request, now, mean_intake) for v in views]
+        intakes = [v.intake(now, self.knobs.intake_horizon_s) for v in views]
+        mean = sum(intakes) / len(intakes)
+        scored = [self._score(v, request, now, i / mean - 1.0 if mean > 0 else 0.0)
+                  for v, i in zip(views, intakes, strict=True)]
         sticky = self._sessions.get(request.session_id) if request.session_id else None
         by_cost = sorted(scored, key=lambda s: (s.cost, s.load, self._rng.random()))
         for s in scored:
@@ -113,7 +114,8 @@ class RouterCore:
         return Choice(tuple(s.replica_id for s in by_cost), by_cost[0].cached_tokens, "cost")
 
     def _score(self, view: ReplicaView, request: RoutedRequest, now: float,
-               mean_intake: float = 0.0) -> ScoredReplica:
+               excess_intake: float = 0.0) -> ScoredReplica:
+        """`excess_intake`: the replica's intake over the candidates' mean, minus 1."""
         k = self.knobs
         report = view.report
         cached = 0
@@ -140,9 +142,8 @@ class RouterCore:
         match = cached / request.prompt_tokens if request.prompt_tokens else 0.0
         grown = min(1.0, match / min_match) ** 2 if min_match > 0 else 1.0
         own = uncached - (weight - 1.0) * grown * cached
-        if not keeps and mean_intake > 0:  # a cache that evicts: its lifetime (knobs)
-            excess = view.intake(now, k.intake_horizon_s) / mean_intake - 1.0
-            own += k.eviction_weight * uncached * excess
+        if not keeps:  # a cache that evicts: its lifetime (knobs)
+            own += k.eviction_weight * uncached * excess_intake
         return ScoredReplica(view.replica_id, own + load, load, cached, util)
 
     def _overloaded(self, s: ScoredReplica, scored: list[ScoredReplica]) -> bool:
