@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
         g.add_argument(f"--{side}-max", type=int, default=hi)
     g.add_argument("--trace-outputs", choices=["trace", "model"], default="trace",
                    help="trace replay: trace output lengths, or the --output-* model")
+    g.add_argument("--trace-tick-s", type=float,
+                   help="mooncake: spread each timestamp's requests over this many seconds "
+                        "(default: the trace's 3-s clock; 0: as recorded)")
     g.add_argument("--system-prompt-tokens", type=int, default=0)
     g.add_argument("--min-turns", type=int, default=2)
     g.add_argument("--max-turns", type=int, default=6)

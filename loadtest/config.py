@@ -54,11 +54,14 @@ class LoadTestConfig(BaseModel):
     output_max: int = Field(32768, ge=1, description="Largest max_tokens (R1: 32K)")
     trace_outputs: Literal["trace", "model"] = Field("trace", description=(
         "Trace replay: use the trace's output lengths or the --output-* model"))
+    trace_tick_s: float | None = Field(None, ge=0, description=(
+        "Mooncake replay: spread each timestamp's requests over this many seconds; default "
+        "the trace's 3-s clock, 0 sends them as recorded"))
     system_prompt_tokens: int = Field(0, ge=0, description="Shared system prompt (synthetic)")
     min_turns: int = Field(2, ge=1, description="Fewest turns per conversation")
     max_turns: int = Field(6, ge=1, description="Most turns per conversation")
     think_time_s: float = Field(0.0, ge=0, description="Pause between a conversation's turns")
-    seed: int = Field(0, description="Seed of every random choice")
+    seed: int = Field(0, ge=0, description="Seed of every random choice")
 
     concurrency: int | None = Field(None, ge=1, description="Closed loop: sessions in flight")
     rate: float | None = Field(None, gt=0, description="Open loop: sessions per second")
@@ -95,6 +98,9 @@ class LoadTestConfig(BaseModel):
             raise ValueError(f"choose one load mode, not {' and '.join(modes)}")
         if self.workload in ("mooncake", "azure", "file") and self.trace is None:
             raise ValueError(f"--workload {self.workload} needs --trace PATH")
+        if self.trace_tick_s is not None and self.workload != "mooncake":
+            raise ValueError(f"--trace-tick-s spreads a Mooncake trace's ticks; drop it for "
+                             f"--workload {self.workload}")
         if not modes and self.workload in ("synthetic", "conversation"):
             raise ValueError("choose a load: --concurrency N, --rate R, --rates, "
                              "--concurrencies or --find-max-rate LOW:HIGH")
@@ -136,7 +142,8 @@ class LoadTestConfig(BaseModel):
                                           outputs, self.think_time_s, self.seed)
         assert self.trace is not None  # checked by _check
         if self.workload == "mooncake":
-            return MooncakeTrace(self.trace, n, trace_outputs, self.seed)
+            tick = {} if self.trace_tick_s is None else {"tick_s": self.trace_tick_s}
+            return MooncakeTrace(self.trace, n, trace_outputs, self.seed, **tick)
         if self.workload == "azure":
             return AzureTrace(self.trace, n, trace_outputs, self.seed)
         return PromptFile(self.trace, self.output_mean, n)

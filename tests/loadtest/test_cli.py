@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.cli import main
+from loadtest.config import LoadTestConfig
 
 
 def test_refused_connection_fails_before_the_run(free_port, capsys) -> None:
@@ -43,6 +44,16 @@ def test_bad_options_are_named(capsys) -> None:
     assert "choose one load mode" in capsys.readouterr().err
     assert main(["--url", "http://x", "--workload", "mooncake", "--rate", "1"]) == 2
     assert "needs --trace" in capsys.readouterr().err
+    assert main(["--url", "http://x", "--rate", "1", "--trace-tick-s", "1"]) == 2
+    assert "--trace-tick-s spreads a Mooncake trace" in capsys.readouterr().err
+
+
+def test_the_mooncake_tick_reaches_the_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    source = LoadTestConfig(url="http://x", workload="mooncake", trace=trace).workload_source()
+    assert source.tick_s == 3.0
+    recorded = LoadTestConfig(url="http://x", workload="mooncake", trace=trace, trace_tick_s=0)
+    assert recorded.workload_source().tick_s == 0
 
 
 def test_a_run_writes_result_summary_and_plots(fake_server, tmp_path: Path) -> None:

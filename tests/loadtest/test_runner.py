@@ -21,7 +21,7 @@ def test_trace_replay_keeps_order_timing_and_prefix_sharing(fake_server, tmp_pat
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     server = fake_server()
-    schedule = TraceArrival(time_scale=0.5).schedule(MooncakeTrace(path).sessions())
+    schedule = TraceArrival(time_scale=0.5).schedule(MooncakeTrace(path, tick_s=0).sessions())
     records = asyncio.run(Runner(Endpoint(server.url, "r1")).run(schedule))
     records.sort(key=lambda r: r.sent_s)
     assert [r.request_id for r in records] == [f"mooncake-{i}" for i in range(4)]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from loadtest.length_distribution import LengthDistribution
 from loadtest.workloads import (
@@ -30,7 +31,7 @@ def write_mooncake(tmp_path: Path) -> Path:
 
 
 def test_mooncake_equal_hash_ids_give_identical_blocks(tmp_path: Path) -> None:
-    sessions = MooncakeTrace(write_mooncake(tmp_path)).sessions()
+    sessions = MooncakeTrace(write_mooncake(tmp_path), tick_s=0).sessions()
     assert [s.arrival_s for s in sessions] == [0.0, 0.1, 0.3]  # sorted by time
     a, b = (s.turns[0].messages[0].content.split() for s in (sessions[0], sessions[2]))
     assert len(a) == 1500 and len(b) == 1100
@@ -45,12 +46,34 @@ def test_mooncake_real_trace_shares_prefixes_exactly(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in
             (TRACES / "mooncake_conversation_trace.jsonl").read_text().splitlines()[:50]]
     blocks: dict[int, list[str]] = {}
-    for row, session in zip(sorted(rows, key=lambda r: r["timestamp"]), sessions, strict=True):
+    by_id = sorted(sessions, key=lambda s: int(s.session_id.split("-")[1]))
+    for row, session in zip(sorted(rows, key=lambda r: r["timestamp"]), by_id, strict=True):
         words = session.turns[0].messages[0].content.split()
         assert abs(len(words) - row["input_length"]) <= 512
         for k, hash_id in enumerate(row["hash_ids"][:-1]):  # full blocks
             block = words[512 * k: 512 * (k + 1)]
             assert blocks.setdefault(hash_id, block) == block
+
+
+def test_mooncake_requests_arrive_spread_over_the_trace_tick() -> None:
+    path = TRACES / "mooncake_conversation_trace.jsonl"
+    rows = sorted((json.loads(line) for line in path.read_text().splitlines()[:200]),
+                  key=lambda r: r["timestamp"])
+    recorded = [(r["timestamp"] - rows[0]["timestamp"]) / 1000 for r in rows]
+    assert len(set(recorded)) < len(rows) / 5  # the trace's 3-s clock: bursts as recorded
+    spread = MooncakeTrace(path, limit=200).sessions()
+    times = [s.arrival_s for s in spread]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    offsets = [s.arrival_s - recorded[int(s.session_id.split("-")[1])] for s in spread]
+    assert all(0 <= dt < 3.0 for dt in offsets)
+    assert 1.0 < float(np.mean(offsets)) < 2.0  # uniform over the tick, not at its start
+    again = [s.arrival_s for s in MooncakeTrace(path, limit=200).sessions()]
+    other = [s.arrival_s for s in MooncakeTrace(path, limit=200, seed=1).sessions()]
+    assert again == times and other != times
+    as_recorded = MooncakeTrace(path, limit=200, tick_s=0).sessions()
+    assert [s.arrival_s for s in as_recorded] == recorded
+    with pytest.raises(ValueError, match="--trace-tick-s"):
+        MooncakeTrace(path, tick_s=-1)
 
 
 def test_azure_trace_times_and_lengths() -> None:
