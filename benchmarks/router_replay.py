@@ -1,7 +1,7 @@
 """Replay the Mooncake conversation trace through routing algorithms onto modelled replicas.
 
     python -m benchmarks.router_replay [--requests 3000] [--start 0] [--windows 1] [--seeds 1]
-                                       [--jobs 2]
+                                       [--jobs 2] [--scenario 4:r1:gpu ...]
 
 Routers: ours (`RouterCore`), Ray Serve's PrefixCacheAffinityRouter algorithm (Ray's own
 `PrefixTree`, match-rate threshold 0.1, imbalance threshold inf), smg's cache_aware algorithm
@@ -20,9 +20,11 @@ The trace records arrivals on a 3-second clock; each request arrives at a moment
 drawn from the seed (serve/autoscaling/workload.py), the same for every router. `--seeds N`
 replays every window with seeds --seed, --seed+1, ... (arrivals within their ticks, the R1-like
 output lengths and every router's random choices change), pools those too, and prints the
-lowest and highest hit rate any one seed gave: a difference between routers inside that range
-is not a finding. The spread is wide: where caches evict, moving arrivals within the trace's
-own resolution moves every router's hit rate by tenths of a point.
+lowest and highest hit rate any one seed gave, and the standard error of their mean: a
+difference between routers inside that range is not a finding. The spread is wide: where
+caches evict, moving arrivals within the trace's own resolution moves every router's hit rate
+by tenths of a point. `--scenario` replays only some of the grid, so a close one can take more
+seeds.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import random
+import statistics
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -162,6 +165,13 @@ class Scenario:
     def label(self) -> str:
         return f"{self.replicas:>2} replicas, {self.outputs:<5} outputs, {self.cache:<8} cache"
 
+    def key(self) -> str:
+        return f"{self.replicas}:{self.outputs}:{self.cache}"
+
+
+SCENARIOS = tuple(Scenario(n, o, c) for n, o, c in
+                  itertools.product((4, 16), ("trace", "r1"), ("gpu", "gpu+host")))
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -202,6 +212,13 @@ def hit_rate_by_seed(samples: Sequence[Sample]) -> dict[int, float]:
     """Each seed's hit rate, pooled over its windows."""
     return {seed: hit_rate([s for s in samples if s.seed == seed])
             for seed in sorted({s.seed for s in samples})}
+
+
+def seed_spread(samples: Sequence[Sample]) -> str:
+    """The lowest and highest of the seeds' hit rates, and the standard error of their mean."""
+    rates = list(hit_rate_by_seed(samples).values())
+    error = statistics.stdev(rates) / len(rates) ** 0.5
+    return f"{min(rates):>7.2%}-{max(rates):.2%} {error:>6.2%}"
 
 
 @dataclass(frozen=True)
@@ -248,7 +265,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--routers", default=",".join(ROUTERS))
     p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                    help="override one of our router's knobs (serve.routing.RouterKnobs)")
+    p.add_argument("--scenario", action="append", default=[], metavar="N:OUTPUTS:CACHE",
+                   help="replay only this part of the grid, e.g. 4:r1:gpu (default: all)")
     args = p.parse_args(argv)
+    by_key = {sc.key(): sc for sc in SCENARIOS}
+    if unknown := [k for k in args.scenario if k not in by_key]:
+        p.error(f"--scenario: unknown {', '.join(unknown)}; choose from {', '.join(by_key)}")
+    scenarios = [by_key[k] for k in dict.fromkeys(args.scenario)] or list(SCENARIOS)
     knobs = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.knob)}
     RouterKnobs.from_dict(knobs)  # an unknown knob fails here, before the long run
     routers = args.routers.split(",")
@@ -265,8 +288,6 @@ def main(argv: list[str] | None = None) -> None:
         where = (f"--start {args.start}" if args.windows == 1
                  else f"--windows {args.windows} (the last from request {starts[-1]})")
         p.error(f"{where} is past the trace's last request; it holds {len(load_mooncake())}")
-    scenarios = [Scenario(n, o, c) for n, o, c in
-                 itertools.product((4, 16), ("trace", "r1"), ("gpu", "gpu+host"))]
     seeds = range(args.seed, args.seed + args.seeds)
     jobs = [Job(sc, r, args.requests, start, seed, knobs) for sc in scenarios
             for r in routers for start in starts for seed in seeds]
@@ -280,16 +301,13 @@ def main(argv: list[str] | None = None) -> None:
           f"host tier {HOST_TOKENS:,}")
     for sc in scenarios:
         print(f"\n{sc.label()}")
-        heading = f" {'seed low-high':>15}" if args.seeds > 1 else ""
+        heading = f" {'seed low-high':>15} {'s.e.':>6}" if args.seeds > 1 else ""
         print(f"  {'router':<20} {'hit rate':>8} {'TTFT p50':>9} {'TTFT p99':>9} {'imbal':>6}"
               f"{heading}")
         for router in routers:
             mine = [s for c, s in samples if c == sc and s.router == router]
             row = Row.pooled(mine)
-            spread = ""
-            if args.seeds > 1:
-                by_seed = hit_rate_by_seed(mine).values()
-                spread = f" {min(by_seed):>7.2%}-{max(by_seed):.2%}"
+            spread = f" {seed_spread(mine)}" if args.seeds > 1 else ""
             print(f"  {row.router:<20} {row.hit_rate:>8.2%} {row.ttft_p50:>8.2f}s "
                   f"{row.ttft_p99:>8.2f}s {row.imbalance:>6.2f}{spread}")
 

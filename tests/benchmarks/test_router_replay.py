@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.router_replay import Row, Sample, hit_rate_by_seed, main
+from benchmarks.router_replay import Row, Sample, hit_rate_by_seed, main, seed_spread
 
 
 @pytest.mark.parametrize(("argv", "named"), [
@@ -15,6 +15,7 @@ from benchmarks.router_replay import Row, Sample, hit_rate_by_seed, main
     (["--seeds", "0"], "--seeds 0: replay with at least 1 seed"),
     (["--windows", "6"], "--windows 6 (the last from request 15000) is past the trace's last"),
     (["--knob", "no_such_knob=1"], "no_such_knob"),
+    (["--scenario", "4:r1:cpu"], "--scenario: unknown 4:r1:cpu; choose from 4:trace:gpu,"),
 ])
 def test_bad_arguments_name_what_to_change(argv, named, capsys):
     with pytest.raises((SystemExit, ValueError)) as e:
@@ -46,6 +47,8 @@ def test_each_seed_pools_its_own_windows():
     samples = [sample(0, 1000, 100), sample(1, 1000, 500), sample(0, 3000, 900)]
     # seed 0: 1,000 cached of 4,000; seed 1: 500 of 1,000
     assert hit_rate_by_seed(samples) == {0: 0.25, 1: 0.5}
+    # standard deviation 0.1768 of two seeds, over the square root of 2: 0.125
+    assert seed_spread(samples).split() == ["25.00%-50.00%", "12.50%"]
 
 
 def test_a_replay_with_several_seeds_prints_their_spread(capsys):
@@ -57,5 +60,15 @@ def test_a_replay_with_several_seeds_prints_their_spread(capsys):
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("power-of-two")]
     assert len(rows) == 8
     for row in rows:
-        low, high = (float(x.rstrip("%")) for x in row[-1].split("-"))
+        low, high = (float(x.rstrip("%")) for x in row[-2].split("-"))
         assert low <= float(row[1].rstrip("%")) <= high
+        assert 0 <= float(row[-1].rstrip("%")) <= high - low
+
+
+def test_a_replay_can_take_part_of_the_grid(capsys):
+    main(["--requests", "20", "--routers", "round-robin", "--jobs", "1",
+          "--scenario", "16:r1:gpu+host", "--scenario", "4:trace:gpu"])
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if "replicas," in line] == [
+        "16 replicas, r1    outputs, gpu+host cache", " 4 replicas, trace outputs, gpu      cache"]
+    assert out.count("round-robin") == 2
