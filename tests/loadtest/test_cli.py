@@ -46,6 +46,8 @@ def test_bad_options_are_named(capsys) -> None:
     assert "needs --trace" in capsys.readouterr().err
     assert main(["--url", "http://x", "--rate", "1", "--trace-tick-s", "1"]) == 2
     assert "--trace-tick-s spreads a Mooncake trace" in capsys.readouterr().err
+    assert main(["--url", "http://x", "--rate", "1", "--seed", "-1"]) == 2
+    assert "seed" in capsys.readouterr().err
 
 
 def test_the_mooncake_tick_reaches_the_trace(tmp_path: Path) -> None:
