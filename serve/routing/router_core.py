@@ -114,14 +114,11 @@ class RouterCore:
         return Choice(tuple(s.replica_id for s in by_cost), by_cost[0].cached_tokens, "cost")
 
     def _score(self, view: ReplicaView, request: RoutedRequest, now: float,
-               excess_intake: float = 0.0) -> ScoredReplica:
+               excess_intake: float) -> ScoredReplica:
         """`excess_intake`: the replica's intake over the candidates' mean, minus 1."""
         k = self.knobs
         report = view.report
-        cached = 0
-        if report is None or report.page_size == request.page_size:
-            blocks = view.cached_prefix_blocks(request.block_hashes, now)
-            cached = min(blocks * request.page_size, request.prompt_tokens)
+        cached = self._predicted_cached(view, request, now)
         uncached = request.prompt_tokens - cached
         queued_prefill = (report.queued_prefill_tokens if report else 0) + view.inflight_prefill
         decode = self._reported_decode(view, now) + view.inflight_decode
@@ -145,6 +142,16 @@ class RouterCore:
         if not keeps:  # a cache that evicts: its lifetime (knobs)
             own += k.eviction_weight * uncached * excess_intake
         return ScoredReplica(view.replica_id, own + load, load, cached, util)
+
+    @staticmethod
+    def _predicted_cached(view: ReplicaView, request: RoutedRequest, now: float) -> int:
+        """Prompt tokens the replica is expected to hold, known or guessed (0 where its
+        report hashes pages of another size)."""
+        report = view.report
+        if report is not None and report.page_size != request.page_size:
+            return 0
+        blocks = view.cached_prefix_blocks(request.block_hashes, now)
+        return min(blocks * request.page_size, request.prompt_tokens)
 
     def _overloaded(self, s: ScoredReplica, scored: list[ScoredReplica]) -> bool:
         least = min(c.load for c in scored)
@@ -186,7 +193,7 @@ class RouterCore:
         if request is None:
             view.ongoing += 1
             return 0
-        cached = self._score(view, request, now).cached_tokens
+        cached = self._predicted_cached(view, request, now)
         uncached = request.prompt_tokens - cached
         out = self.expected_output(request)
         view.add_inflight(request.request_id, InFlight(now, uncached, out, uncached + out))
