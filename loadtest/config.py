@@ -21,6 +21,7 @@ from loadtest.workloads import (
     SyntheticReasoning,
     Workload,
 )
+from loadtest.workloads.mooncake import TICK_S
 
 WorkloadKind = Literal["synthetic", "conversation", "mooncake", "azure", "file"]
 
@@ -142,8 +143,8 @@ class LoadTestConfig(BaseModel):
                                           outputs, self.think_time_s, self.seed)
         assert self.trace is not None  # checked by _check
         if self.workload == "mooncake":
-            tick = {} if self.trace_tick_s is None else {"tick_s": self.trace_tick_s}
-            return MooncakeTrace(self.trace, n, trace_outputs, self.seed, **tick)
+            tick_s = TICK_S if self.trace_tick_s is None else self.trace_tick_s
+            return MooncakeTrace(self.trace, n, trace_outputs, self.seed, tick_s)
         if self.workload == "azure":
             return AzureTrace(self.trace, n, trace_outputs, self.seed)
         return PromptFile(self.trace, self.output_mean, n)
