@@ -24,7 +24,9 @@ lowest and highest hit rate any one seed gave, and the standard error of their m
 difference between routers inside that range is not a finding. The spread is wide: where
 caches evict, moving arrivals within the trace's own resolution moves every router's hit rate
 by tenths of a point. `--scenario` replays only some of the grid, so a close one can take more
-seeds.
+seeds. Each scenario that replays ours beside others ends with the target line: ours' hit rate
+less the best other's, with the standard error of the seeds' paired differences (a difference
+under two of them is a tie), and whether ours' TTFT p99 is below every other's.
 """
 
 from __future__ import annotations
@@ -221,6 +223,29 @@ def seed_spread(samples: Sequence[Sample]) -> str:
     return f"{min(rates):>7.2%}-{max(rates):.2%} {error:>6.2%}"
 
 
+def against_best(ours: Sequence[Sample], others: dict[str, Sequence[Sample]]) -> str:
+    """The issue's target for one scenario: ours' hit rate against the best other router's,
+    and ours' TTFT p99 against every other's. With several seeds the hit-rate difference
+    carries the standard error of its seeds' paired differences (the same seed gives every
+    router the same arrivals), and a difference under two of them is called a tie."""
+    mine = Row.pooled(ours)
+    rows = {name: Row.pooled(s) for name, s in others.items()}
+    best = max(rows, key=lambda name: rows[name].hit_rate)
+    gap = mine.hit_rate - rows[best].hit_rate
+    said = f"hit rate {gap * 100:+.2f} points against {best}"
+    by_seed, theirs = hit_rate_by_seed(ours), hit_rate_by_seed(others[best])
+    paired = [by_seed[seed] - theirs[seed] for seed in by_seed if seed in theirs]
+    if len(paired) > 1:
+        error = statistics.stdev(paired) / len(paired) ** 0.5
+        verdict = ("ahead" if gap > 2 * error else "behind" if gap < -2 * error
+                   else "a tie within 2 s.e.")
+        said += f", s.e. {error * 100:.2f} ({verdict})"
+    nearest = min(rows, key=lambda name: rows[name].ttft_p99)
+    lead = rows[nearest].ttft_p99 - mine.ttft_p99
+    return (f"{said}; TTFT p99 {'lowest' if lead > 0 else 'not lowest'}, "
+            f"{abs(lead):.2f}s {'below' if lead > 0 else 'above'} {nearest}")
+
+
 @dataclass(frozen=True)
 class Job:
     """One router on one scenario: what a worker process replays."""
@@ -304,12 +329,15 @@ def main(argv: list[str] | None = None) -> None:
         heading = f" {'seed low-high':>15} {'s.e.':>6}" if args.seeds > 1 else ""
         print(f"  {'router':<20} {'hit rate':>8} {'TTFT p50':>9} {'TTFT p99':>9} {'imbal':>6}"
               f"{heading}")
-        for router in routers:
-            mine = [s for c, s in samples if c == sc and s.router == router]
+        by_router = {r: [s for c, s in samples if c == sc and s.router == r] for r in routers}
+        for mine in by_router.values():
             row = Row.pooled(mine)
             spread = f" {seed_spread(mine)}" if args.seeds > 1 else ""
             print(f"  {row.router:<20} {row.hit_rate:>8.2%} {row.ttft_p50:>8.2f}s "
                   f"{row.ttft_p99:>8.2f}s {row.imbalance:>6.2f}{spread}")
+        if "ours" in by_router and len(by_router) > 1:
+            ours = by_router.pop("ours")
+            print(f"  target, ours: {against_best(ours, by_router)}")
 
 
 if __name__ == "__main__":

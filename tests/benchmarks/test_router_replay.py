@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.router_replay import Row, Sample, hit_rate_by_seed, main, seed_spread
+from benchmarks.router_replay import (
+    Row,
+    Sample,
+    against_best,
+    hit_rate_by_seed,
+    main,
+    seed_spread,
+)
 
 
 @pytest.mark.parametrize(("argv", "named"), [
@@ -49,6 +56,42 @@ def test_each_seed_pools_its_own_windows():
     assert hit_rate_by_seed(samples) == {0: 0.25, 1: 0.5}
     # standard deviation 0.1768 of two seeds, over the square root of 2: 0.125
     assert seed_spread(samples).split() == ["25.00%-50.00%", "12.50%"]
+
+
+def _seeds(router: str, cached: list[int], p99: float) -> list[Sample]:
+    """One window of 1,000 prompt tokens per seed, its TTFTs ending at `p99`."""
+    return [Sample(router, seed, 1000, c, ttfts=(0.5, p99), busy_s=(1.0,))
+            for seed, c in enumerate(cached)]
+
+
+def test_the_target_compares_ours_with_the_best_other_seed_by_seed():
+    ours = _seeds("ours", [300, 320, 310], p99=2.0)
+    others = {"ray": _seeds("ray", [290, 300, 300], p99=3.0),  # the best hit rate
+              "smg": _seeds("smg", [100, 100, 100], p99=2.5)}  # the lowest p99 of the two
+    # paired differences 1, 2 and 1 points: mean 1.33, s.e. 0.33; ours leads by 4 s.e.
+    assert against_best(ours, others) == (
+        "hit rate +1.33 points against ray, s.e. 0.33 (ahead); "
+        "TTFT p99 lowest, 0.50s below smg")
+    # a lead the seeds disagree on (4, -2 and 1 points) is a tie; a loss beyond 2 s.e. is behind
+    ours = _seeds("ours", [330, 280, 310], p99=2.0)
+    assert "+1.00 points against ray, s.e. 1.73 (a tie within 2 s.e.)" in against_best(
+        ours, others)
+    ours = _seeds("ours", [200, 210, 200], p99=2.6)
+    assert against_best(ours, others) == (
+        "hit rate -9.33 points against ray, s.e. 0.33 (behind); "
+        "TTFT p99 not lowest, 0.10s above smg")
+    # one seed gives no standard error and no verdict on the hit rate
+    assert against_best(ours[:1], {"ray": others["ray"][:1]}).startswith(
+        "hit rate -9.00 points against ray; TTFT p99")
+
+
+def test_a_replay_with_ours_and_others_prints_the_target(capsys):
+    main(["--requests", "20", "--seeds", "2", "--routers", "ours,round-robin", "--jobs", "1",
+          "--scenario", "4:trace:gpu"])
+    target = [line for line in capsys.readouterr().out.splitlines() if "target" in line]
+    assert len(target) == 1
+    assert target[0].startswith("  target, ours: hit rate ")
+    assert "points against round-robin, s.e. " in target[0]
 
 
 def test_a_replay_with_several_seeds_prints_their_spread(capsys):
