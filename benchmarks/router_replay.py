@@ -1,7 +1,7 @@
 """Replay the Mooncake conversation trace through routing algorithms onto modelled replicas.
 
     python -m benchmarks.router_replay [--requests 3000] [--start 0] [--windows 1] [--seeds 1]
-                                       [--jobs 2] [--scenario 4:r1:gpu ...]
+                                       [--jobs 2] [--scenario 4:r1:gpu ...] [--explain]
 
 Routers: ours (`RouterCore`), Ray Serve's PrefixCacheAffinityRouter algorithm (Ray's own
 `PrefixTree`, match-rate threshold 0.1, imbalance threshold inf), smg's cache_aware algorithm
@@ -26,7 +26,11 @@ caches evict, moving arrivals within the trace's own resolution moves every rout
 by tenths of a point. `--scenario` replays only some of the grid, so a close one can take more
 seeds. Each scenario that replays ours beside others ends with the target line: ours' hit rate
 less the best other's, with the standard error of the seeds' paired differences (a difference
-under two of them is a tie), and whether ours' TTFT p99 is below every other's.
+under two of them is a tie), and whether ours' TTFT p99 is below every other's. `--explain`
+adds, for each router, where its hit rate was lost: the prompt tokens some replica's cache held
+when each request was routed, those the chosen replica held, and those found when its prefill
+began (the hit rate). The first gap is what routing gave away; the second what was evicted
+while the request queued, less what requests queued ahead of it brought in.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from dataclasses import dataclass
 from ray.llm._internal.serve.routing_policies.prefix_aware.prefix_tree import PrefixTree
 
 from benchmarks.common import percentile
-from serve.autoscaling.fleet_sim import FleetConfig, run_fleet
+from serve.autoscaling.fleet_sim import FleetConfig, SimRouter, run_fleet
 from serve.autoscaling.replica_model import ReplicaModel, ReplicaSpec, SimRequest
 from serve.autoscaling.sim_router import CoreSimRouter
 from serve.autoscaling.workload import load_mooncake
@@ -52,6 +56,30 @@ TRACE_RATE = 12031 / 3537.0  # the conversation trace's mean arrivals per second
 PER_REPLICA_RATE = {"trace": 1.2, "r1": 0.2}  # offered requests/s per replica
 GPU_KV_TOKENS = 600_000
 HOST_TOKENS = 8_000_000
+
+
+class Explained:
+    """A router under replay, and what the fleet's caches truly held of each prompt it routed:
+    the longest prefix on any replica, and on the replica it chose."""
+
+    def __init__(self, router: SimRouter) -> None:
+        self.router = router
+        self.name = router.name
+        self.held_anywhere = 0
+        self.held_where_sent = 0
+
+    def route(self, req: SimRequest, reps: Sequence[ReplicaModel], now: float) -> ReplicaModel:
+        held = {r.idx: r.held_tokens(req.blocks, req.prompt_tokens) for r in reps}
+        chosen = self.router.route(req, reps, now)
+        self.held_anywhere += max(held.values())
+        self.held_where_sent += held[chosen.idx]
+        return chosen
+
+    def on_report(self, replica: ReplicaModel, now: float) -> None:
+        self.router.on_report(replica, now)
+
+    def on_finish(self, req: SimRequest, replica: ReplicaModel, now: float) -> None:
+        self.router.on_finish(req, replica, now)
 
 
 class RoundRobin:
@@ -185,6 +213,8 @@ class Sample:
     cached_tokens: int
     ttfts: tuple[float, ...]
     busy_s: tuple[float, ...]  # per replica
+    held_anywhere: int = 0  # prompt tokens some replica held at routing (--explain)
+    held_where_sent: int = 0  # prompt tokens the chosen replica held at routing (--explain)
 
 
 @dataclass(frozen=True)
@@ -208,6 +238,14 @@ class Row:
 def hit_rate(samples: Sequence[Sample]) -> float:
     """Cached prompt tokens over prompt tokens, summed: not a mean of the samples' rates."""
     return sum(s.cached_tokens for s in samples) / sum(s.prompt_tokens for s in samples)
+
+
+def explained(samples: Sequence[Sample]) -> str:
+    """Held anywhere, held where sent and found at prefill, each over all prompt tokens."""
+    prompt = sum(s.prompt_tokens for s in samples)
+    shares = [sum(s.held_anywhere for s in samples) / prompt,
+              sum(s.held_where_sent for s in samples) / prompt, hit_rate(samples)]
+    return f"{shares[0]:>8.2%} {shares[1]:>10.2%} {shares[2]:>10.2%}"
 
 
 def hit_rate_by_seed(samples: Sequence[Sample]) -> dict[int, float]:
@@ -256,6 +294,7 @@ class Job:
     start: int
     seed: int
     knobs: dict[str, float]
+    explain: bool = False
 
 
 def run_one(job: Job) -> tuple[Scenario, Sample]:
@@ -269,11 +308,14 @@ def run_one(job: Job) -> tuple[Scenario, Sample]:
     router = (CoreSimRouter(RouterKnobs.from_dict(job.knobs), seed=seed)
               if router_name == "ours"
               else ROUTERS[router_name](seed=seed))
-    result = run_fleet(reqs, router, cfg)
+    watched = Explained(router) if job.explain else None
+    result = run_fleet(reqs, watched or router, cfg)
     return sc, Sample(router_name, seed, sum(r.prompt_tokens for r in result.requests),
                       sum(r.cached_tokens for r in result.requests),
                       tuple(r.ttft for r in result.requests if r.ttft is not None),
-                      tuple(result.busy_seconds))
+                      tuple(result.busy_seconds),
+                      watched.held_anywhere if watched else 0,
+                      watched.held_where_sent if watched else 0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -292,6 +334,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="override one of our router's knobs (serve.routing.RouterKnobs)")
     p.add_argument("--scenario", action="append", default=[], metavar="N:OUTPUTS:CACHE",
                    help="replay only this part of the grid, e.g. 4:r1:gpu (default: all)")
+    p.add_argument("--explain", action="store_true",
+                   help="also print where each router's hit rate was lost (module docstring)")
     args = p.parse_args(argv)
     by_key = {sc.key(): sc for sc in SCENARIOS}
     if unknown := [k for k in args.scenario if k not in by_key]:
@@ -314,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
                  else f"--windows {args.windows} (the last from request {starts[-1]})")
         p.error(f"{where} is past the trace's last request; it holds {len(load_mooncake())}")
     seeds = range(args.seed, args.seed + args.seeds)
-    jobs = [Job(sc, r, args.requests, start, seed, knobs) for sc in scenarios
+    jobs = [Job(sc, r, args.requests, start, seed, knobs, args.explain) for sc in scenarios
             for r in routers for start in starts for seed in seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
         samples = list(pool.map(run_one, jobs))
@@ -336,8 +380,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {row.router:<20} {row.hit_rate:>8.2%} {row.ttft_p50:>8.2f}s "
                   f"{row.ttft_p99:>8.2f}s {row.imbalance:>6.2f}{spread}")
         if "ours" in by_router and len(by_router) > 1:
-            ours = by_router.pop("ours")
-            print(f"  target, ours: {against_best(ours, by_router)}")
+            others = {r: s for r, s in by_router.items() if r != "ours"}
+            print(f"  target, ours: {against_best(by_router['ours'], others)}")
+        if args.explain:
+            print(f"  {'prompt tokens held':<20} {'anywhere':>8} {'where sent':>10} "
+                  f"{'at prefill':>10}")
+            for router, mine in by_router.items():
+                print(f"  {router:<20} {explained(mine)}")
 
 
 if __name__ == "__main__":

@@ -218,16 +218,26 @@ class ReplicaModel:
 
     # -- prefix cache -----------------------------------------------------------------------
 
-    def _cache_match(self, blocks: tuple[int, ...], prompt_tokens: int) -> tuple[int, int]:
-        b = self.spec.block_tokens
+    def held_tokens(self, blocks: tuple[int, ...], prompt_tokens: int) -> int:
+        """Prompt tokens the cache holds now, GPU and host tiers together: what a prefill
+        starting now would find. The LRU order is left as it is."""
+        return min(self._held_blocks(blocks)[1] * self.spec.block_tokens, prompt_tokens)
+
+    def _held_blocks(self, blocks: tuple[int, ...]) -> tuple[int, int]:
+        """Leading blocks held in GPU memory, and in GPU memory followed by the host tier."""
         i = 0
         while i < len(blocks) and blocks[i] in self._gpu:
             i += 1
-        for h in reversed(blocks[:i]):  # the root ends most recent: leaves are evicted first
-            self._gpu.move_to_end(h)
         j = i
         while j < len(blocks) and blocks[j] in self._host:
             j += 1
+        return i, j
+
+    def _cache_match(self, blocks: tuple[int, ...], prompt_tokens: int) -> tuple[int, int]:
+        b = self.spec.block_tokens
+        i, j = self._held_blocks(blocks)
+        for h in reversed(blocks[:i]):  # the root ends most recent: leaves are evicted first
+            self._gpu.move_to_end(h)
         gpu = min(i * b, prompt_tokens)
         return gpu, min(j * b, prompt_tokens) - gpu
 

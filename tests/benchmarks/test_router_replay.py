@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.router_replay import (
+    Explained,
+    RoundRobin,
     Row,
     Sample,
     against_best,
@@ -12,6 +14,8 @@ from benchmarks.router_replay import (
     main,
     seed_spread,
 )
+from serve.autoscaling.fleet_sim import FleetConfig, run_fleet
+from serve.autoscaling.replica_model import SimRequest
 
 
 @pytest.mark.parametrize(("argv", "named"), [
@@ -115,3 +119,38 @@ def test_a_replay_can_take_part_of_the_grid(capsys):
     assert [line for line in out.splitlines() if "replicas," in line] == [
         "16 replicas, r1    outputs, gpu+host cache", " 4 replicas, trace outputs, gpu      cache"]
     assert out.count("round-robin") == 2
+
+
+def _explain(replicas: int, requests: list[tuple[float, int]]) -> tuple[int, int, int, int]:
+    """Round robin over `replicas` for (arrival, blocks) prompts of 512-token blocks whose
+    block ids run 1, 2, ... so each prompt extends the one before; returns prompt tokens, held
+    anywhere, held where sent and found at prefill."""
+    reqs = [SimRequest(i, t, n * 512, 1, tuple(range(1, n + 1)))
+            for i, (t, n) in enumerate(requests)]
+    watched = Explained(RoundRobin())
+    done = run_fleet(reqs, watched, FleetConfig(initial_replicas=replicas)).requests
+    return (sum(r.prompt_tokens for r in done), watched.held_anywhere,
+            watched.held_where_sent, sum(r.cached_tokens for r in done))
+
+
+def test_explain_tells_what_routing_gave_away_from_what_queueing_did():
+    # Round robin alternates replicas 1, 0, 1: the second prompt leaves its three cached blocks
+    # behind; the third finds four on replica 0 but is sent back to replica 1, which has three.
+    assert _explain(2, [(0.0, 3), (100.0, 4), (200.0, 5)]) == (
+        6144, 0 + 1536 + 2048, 0 + 0 + 1536, 1536)
+    # On one replica a prompt sent while the one it extends is still in prefill finds nothing
+    # cached when routed, yet all three blocks when its own prefill begins.
+    assert _explain(1, [(0.0, 3), (0.001, 4)]) == (3584, 0, 0, 1536)
+
+
+def test_a_replay_explains_every_router(capsys):
+    main(["--requests", "200", "--routers", "ours,round-robin", "--jobs", "1",
+          "--scenario", "4:trace:gpu", "--explain"])
+    out = capsys.readouterr().out.splitlines()
+    head = out.index("  prompt tokens held   anywhere where sent at prefill")
+    hit = {line.split()[0]: line.split()[1] for line in out[head - 3:head - 1]}
+    for line in out[head + 1:head + 3]:
+        router, anywhere, sent, prefill = line.split()
+        assert prefill == hit[router]  # found at prefill is the hit rate
+        assert float(anywhere.rstrip("%")) >= float(sent.rstrip("%"))
+    assert set(hit) == {"ours", "round-robin"}
