@@ -64,7 +64,6 @@ class Explained:
 
     def __init__(self, router: SimRouter) -> None:
         self.router = router
-        self.name = router.name
         self.held_anywhere = 0
         self.held_where_sent = 0
 
@@ -235,17 +234,21 @@ class Row:
                    max(busy) / (sum(busy) / len(busy)))
 
 
+def share(samples: Sequence[Sample], tokens: str) -> float:
+    """The samples' `tokens` field over their prompt tokens, summed: not a mean of rates."""
+    return (sum(getattr(s, tokens) for s in samples)
+            / sum(s.prompt_tokens for s in samples))
+
+
 def hit_rate(samples: Sequence[Sample]) -> float:
-    """Cached prompt tokens over prompt tokens, summed: not a mean of the samples' rates."""
-    return sum(s.cached_tokens for s in samples) / sum(s.prompt_tokens for s in samples)
+    """Cached prompt tokens over prompt tokens."""
+    return share(samples, "cached_tokens")
 
 
 def explained(samples: Sequence[Sample]) -> str:
     """Held anywhere, held where sent and found at prefill, each over all prompt tokens."""
-    prompt = sum(s.prompt_tokens for s in samples)
-    shares = [sum(s.held_anywhere for s in samples) / prompt,
-              sum(s.held_where_sent for s in samples) / prompt, hit_rate(samples)]
-    return f"{shares[0]:>8.2%} {shares[1]:>10.2%} {shares[2]:>10.2%}"
+    return (f"{share(samples, 'held_anywhere'):>8.2%} {share(samples, 'held_where_sent'):>10.2%} "
+            f"{hit_rate(samples):>10.2%}")
 
 
 def hit_rate_by_seed(samples: Sequence[Sample]) -> dict[int, float]:
@@ -310,12 +313,11 @@ def run_one(job: Job) -> tuple[Scenario, Sample]:
               else ROUTERS[router_name](seed=seed))
     watched = Explained(router) if job.explain else None
     result = run_fleet(reqs, watched or router, cfg)
+    held = (watched.held_anywhere, watched.held_where_sent) if watched else (0, 0)
     return sc, Sample(router_name, seed, sum(r.prompt_tokens for r in result.requests),
                       sum(r.cached_tokens for r in result.requests),
                       tuple(r.ttft for r in result.requests if r.ttft is not None),
-                      tuple(result.busy_seconds),
-                      watched.held_anywhere if watched else 0,
-                      watched.held_where_sent if watched else 0)
+                      tuple(result.busy_seconds), *held)
 
 
 def main(argv: list[str] | None = None) -> None:
