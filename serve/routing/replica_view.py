@@ -92,6 +92,7 @@ class ReplicaView:
         self.inflight_kv = 0.0
         self._intake = 0.0  # uncached prompt tokens sent here, decayed to _intake_at
         self._intake_at = 0.0
+        self._intake_since: float | None = None  # when this router first sent intake here
 
     # -- reports --------------------------------------------------------------------------
 
@@ -175,6 +176,16 @@ class ReplicaView:
     def take_in(self, tokens: float, now: float, horizon_s: float) -> None:
         self._intake = self.intake(now, horizon_s) + tokens
         self._intake_at = max(now, self._intake_at)
+        if self._intake_since is None:
+            self._intake_since = now
+
+    def intake_rate(self, now: float, horizon_s: float) -> float:
+        """Uncached prompt tokens per second lately: the decayed intake over the decayed
+        window, which is shorter than horizon_s while this router has sent for less long."""
+        if self._intake_since is None or now <= self._intake_since:
+            return 0.0
+        window = -horizon_s * math.expm1(-(now - self._intake_since) / horizon_s)
+        return self.intake(now, horizon_s) / window
 
     @property
     def inflight_count(self) -> int:

@@ -2,11 +2,13 @@
 
 For each candidate replica the core estimates what sending the request there would cost, in
 prefill-token units (see `RouterKnobs`): the prompt tokens the replica does not cache, what
-taking them in would evict early from a cache that has taken in more than the others, the
-prefill queued ahead, its outstanding decode work and a penalty as its KV cache fills. The
-cheapest wins; exact ties go to the less loaded replica, then to a random one. A session sticks
-to its replica unless that replica is overloaded. Before any replica has reported, the choice
-is power-of-two-choices on the requests this router has in flight.
+taking them in would evict early from a cache that has taken in more than the others (or,
+where caches turn over faster than most history comes back, the history that concentrating
+intake on fewer caches lets the others keep), the prefill queued ahead, its outstanding
+decode work and a penalty as its KV cache fills. The cheapest wins; exact ties go to the
+less loaded replica, then to a random one. A session sticks to its replica unless that replica
+is overloaded. Before any replica has reported, the choice is power-of-two-choices on the
+requests this router has in flight.
 
 Everything here is a pure function of reports, the router's own history and the clock passed
 in, so it is tested without Serve and reused by the trace-replay benchmark.
@@ -22,7 +24,10 @@ from typing import Any
 from serve.routing.knobs import RouterKnobs
 from serve.routing.output_length import OutputLengthEstimator
 from serve.routing.replica_view import InFlight, ReplicaReport, ReplicaView
+from serve.routing.reuse_intervals import ReuseIntervals
 from serve.routing.session_table import SessionTable
+
+_REGIME_EVERY = 64  # requests routed between updates of the intake weight
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,9 @@ class RouterCore:
         self._rng = rng or random.Random()
         self._views: dict[str, ReplicaView] = {}
         self._sessions = SessionTable(self.knobs.max_sessions)
+        self._reuse = ReuseIntervals()
+        self.intake_weight = self.knobs.eviction_weight  # e in `RouterKnobs`: + evens out
+        self._routed = 0
         self.page_size: int | None = None  # from the latest report: the unit of block hashes
 
     # -- replica set and reports ------------------------------------------------------------
@@ -140,7 +148,7 @@ class RouterCore:
         grown = min(1.0, match / min_match) ** 2 if min_match > 0 else 1.0
         own = uncached - (weight - 1.0) * grown * cached
         if not keeps:  # a cache that evicts: its lifetime (knobs)
-            own += k.eviction_weight * uncached * excess_intake
+            own += self.intake_weight * uncached * excess_intake
         return ScoredReplica(view.replica_id, own + load, load, cached, util)
 
     @staticmethod
@@ -201,7 +209,23 @@ class RouterCore:
         view.take_in(uncached, now, self.knobs.intake_horizon_s)
         if request.session_id:
             self._sessions.put(request.session_id, replica_id)
+        self._reuse.observe(request.block_hashes, request.page_size, now)
+        self._routed += 1
+        if self._routed % _REGIME_EVERY == 0:
+            self._update_intake_weight(now)
         return cached
+
+    def _update_intake_weight(self, now: float) -> None:
+        """Even intake out, or concentrate it where the evicting caches turn over faster than
+        most reused prefixes come back (knobs)."""
+        k = self.knobs
+        evicting = [v for v in self._views.values()
+                    if v.report is not None and not v.report.keeps_what_it_caches]
+        capacity = sum(v.report.kv_tokens_total for v in evicting if v.report is not None)
+        rate = sum(v.intake_rate(now, k.intake_horizon_s) for v in evicting)
+        share = self._reuse.share_within(capacity / rate) if rate > 0 else None
+        concentrate = share is not None and share < k.concentrate_below_share
+        self.intake_weight = -k.concentration_weight if concentrate else k.eviction_weight
 
     def on_completed(self, replica_id: str, request_id: str, now: float,
                      output_tokens: int | None = None) -> None:

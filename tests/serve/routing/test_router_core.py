@@ -155,6 +155,31 @@ def test_new_prompts_go_where_the_cache_has_taken_in_least():
     assert spread["busy"] > 5 and spread["quiet"] > 5
 
 
+@pytest.mark.parametrize(("gap_s", "regime"), [(600.0, "concentrate"), (1.0, "even")])
+def test_intake_is_concentrated_where_caches_turn_over_before_history_returns(gap_s, regime):
+    """Two full GPU caches of 6,400 tokens; 64 conversations of two turns, three in four sent
+    to "busy". Second turns 600 s after the first come back long after the caches have turned
+    over (they take in ~140 tokens/s by then: a lifetime of ~90 s), so the router concentrates
+    intake and a new prompt joins "busy"; second turns a second after the first come back
+    well within the lifetime (~18 s), and intake is evened out."""
+    c = core(eviction_weight=2.0, concentration_weight=4.0, concentrate_below_share=0.75)
+    extra = tuple(range(10**6, 10**6 + 395))  # a digest the size of the pool: it evicts
+    for name in ("busy", "quiet"):
+        c.report(name, stats(cached=extra, kv_pages=400), now=0.0)
+    turns = [(float(i), i, "first") for i in range(64)]
+    turns += [(i + gap_s, i, "second") for i in range(64)]
+    for at, i, turn in sorted(turns):
+        tokens = prompt(100 + i) + (prompt(500 + i, 4 * PAGE) if turn == "second" else [])
+        name = "quiet" if i % 4 == 0 else "busy"
+        c.on_routed(name, request(tokens, rid=f"{turn}{i}"), now=at)
+        c.on_completed(name, f"{turn}{i}", now=at + 0.5)
+    assert c.intake_weight == (-4.0 if regime == "concentrate" else 2.0)
+    now = gap_s + 40.0
+    picks = Counter(c.choose(["busy", "quiet"], request(prompt(7), rid="new"), now=now).ranked[0]
+                    for _ in range(20))
+    assert picks == {"busy" if regime == "concentrate" else "quiet": 20}
+
+
 def test_only_a_digest_tells_whether_a_cache_keeps_what_it_holds():
     def keeps(held: int, pages: int) -> bool:
         report = ReplicaReport.from_stats(stats(cached=tuple(range(held)), kv_pages=pages))
@@ -282,7 +307,9 @@ def test_output_lengths_learnt_from_finished_requests():
     assert before < 2000 < c.estimator.expected_total(32768)
 
 
-@pytest.mark.parametrize("knob", [{"eviction_weight": -1.0}, {"intake_horizon_s": 0.0}])
+@pytest.mark.parametrize("knob", [{"eviction_weight": -1.0}, {"intake_horizon_s": 0.0},
+                                  {"concentration_weight": -1.0},
+                                  {"concentrate_below_share": 1.5}])
 def test_an_out_of_range_knob_is_named(knob):
     (name,) = knob
     with pytest.raises(ValueError, match=f"RouterKnobs.{name}="):
