@@ -64,11 +64,13 @@ class RouterKnobs:
     # the same lifetime shortened loses (the reuse intervals grow denser with age there), so
     # the router concentrates intake, letting the replicas that take little keep history long.
     # The lifetime: the evicting caches' KV capacity over the rate this router sent them
-    # uncached prompt tokens. Chosen on the replay with GPU-only caches: at 4 replicas with
-    # R1-like outputs 26-44% of reused tokens came back within a lifetime of about 300 s, and
-    # weights -2 and -4 raised the hit rate 0.07 and 0.13 points over +2 (18 seeds x 4
-    # windows); with the trace's outputs it fell to about 50% and -4 did as well as +2; at 16
-    # replicas it stayed at 90% or more, where evening out is what raised the hit rate.
+    # uncached prompt tokens. Chosen on the replay with GPU-only caches (router_replay.py): at
+    # 4 replicas with R1-like outputs about 25-45% of reused tokens came back within a lifetime
+    # of about 300 s; -2 and -4 throughout raised the hit rate 0.07 and 0.13 points over +2,
+    # and switching at a share of 3/4 raised it 0.20 (seeds 18-35, 4 windows each). With the
+    # trace's outputs the share fell to about 50% late in each window and the switch did as
+    # well as +2 throughout; at 16 replicas with R1-like outputs it stayed above 3/4, where
+    # evening out is what raised the hit rate (the replays came out exactly as with +2).
     concentration_weight: float = 4.0
     concentrate_below_share: float = 0.75
     # One outstanding decode token costs this many prefill tokens of delay. Decode is batched, so
