@@ -7,9 +7,11 @@ in new tokens), the recent intervals say what a full cache loses by turning over
 most reused tokens come back within the lifetime, little; where most come back after it, the
 few that still hit are those a cache with a longer life keeps (see `RouterKnobs`).
 
-Bounded: the blocks seen last (least recently routed out first, leaves of a prefix before its
-root, so a remembered block's predecessors are remembered too) and the latest intervals, kept
-as tokens per interval bin (a quarter of a doubling wide) so a share costs a few bins' sum.
+Bounded: one block in every `span_tokens` of a prompt stands for the span (a page of 16 tokens
+would otherwise cost a table entry per 16 tokens of history), the blocks seen last are kept
+(least recently routed out first, leaves of a prefix before its root, so a remembered block's
+predecessors are remembered too), and the latest intervals are kept as tokens per interval
+bin (a quarter of a doubling wide), so a share costs a few bins' sum.
 """
 
 from __future__ import annotations
@@ -30,19 +32,22 @@ def _bin(seconds: float) -> int:
 
 class ReuseIntervals:
     def __init__(self, max_blocks: int = 500_000, max_samples: int = 2048,
-                 min_samples: int = 64) -> None:
+                 min_samples: int = 64, span_tokens: int = 512) -> None:
         self._last: OrderedDict[int, float] = OrderedDict()  # block hash -> last routed at
         self._samples: deque[tuple[int, int]] = deque()  # (interval bin, tokens), oldest first
         self._tokens = [0] * _BINS  # tokens of the samples, by interval bin
         self._max_blocks = max_blocks
         self._max_samples = max_samples
         self._min_samples = min_samples
+        self._span_tokens = span_tokens
 
     def observe(self, hashes: Sequence[int], page_size: int, now: float) -> None:
         """A prompt with these chain hashes of page-sized blocks was routed `now`."""
+        stride = max(1, self._span_tokens // page_size)
+        hashes = hashes[stride - 1::stride]  # the last block of each span
         seen = self._seen_prefix(hashes)
         if seen:
-            sample = (_bin(now - self._last[hashes[seen - 1]]), seen * page_size)
+            sample = (_bin(now - self._last[hashes[seen - 1]]), seen * stride * page_size)
             self._samples.append(sample)
             self._tokens[sample[0]] += sample[1]
             if len(self._samples) > self._max_samples:
