@@ -64,7 +64,7 @@ class PrefixAwareRouter(RequestRouter):
         self._sent[internal_id] = (replica_id.unique_id, now)
         if request is not None:
             reason = "session" if request.session_id else "cost"
-            record_routed(reason, request.prompt_tokens, cached)
+            record_routed(reason, request.prompt_tokens, cached, self.core.intake_weight)
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
         sent = self._sent.pop(internal_request_id, None)

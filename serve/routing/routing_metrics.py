@@ -9,7 +9,7 @@ and several routers in one process do not collide; expose it with
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 ROUTING_REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -29,6 +29,11 @@ PREDICTED_CACHED_PER_REQUEST = Histogram(
     "r1serve_router_predicted_cached_tokens_per_request",
     "Predicted cached prompt tokens of each routed request.",
     buckets=_TOKEN_BUCKETS, registry=ROUTING_REGISTRY)
+INTAKE_WEIGHT = Gauge(
+    "r1serve_router_intake_weight",
+    "Weight of full caches' recent intake in the routing cost: positive spreads new prompts "
+    "evenly, negative concentrates them (most reused history returns after caches turn over).",
+    registry=ROUTING_REGISTRY)
 
 
 def routing_totals() -> dict[str, float]:
@@ -42,8 +47,11 @@ def routing_totals() -> dict[str, float]:
             "predicted_cached_tokens": total("r1serve_router_predicted_cached_tokens_total")}
 
 
-def record_routed(reason: str, prompt_tokens: int, predicted_cached_tokens: int) -> None:
-    """Count one routed request and the router's prediction for it."""
+def record_routed(reason: str, prompt_tokens: int, predicted_cached_tokens: int,
+                  intake_weight: float) -> None:
+    """Count one routed request and the router's prediction for it; `intake_weight` is the
+    router's weight on intake after it (`RouterCore.intake_weight`)."""
+    INTAKE_WEIGHT.set(intake_weight)
     ROUTED_REQUESTS.labels(reason=reason).inc()
     PROMPT_TOKENS.inc(prompt_tokens)
     PREDICTED_CACHED_TOKENS.inc(predicted_cached_tokens)

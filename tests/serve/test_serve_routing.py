@@ -54,5 +54,8 @@ def test_shared_prefix_requests_follow_the_cache(tiny_fp32_dir, policy):
             predicted = next(float(line.split()[-1]) for line in metrics.splitlines()
                              if line.startswith("r1serve_router_predicted_cached_tokens_total"))
             assert predicted > 0  # the router expected those hits, and says so
+            weight = next(float(line.split()[-1]) for line in metrics.splitlines()
+                          if line.startswith("r1serve_router_intake_weight"))
+            assert weight == 2.0  # too few reuses seen to tell: full caches' intake evens out
         finally:
             serve.shutdown()
