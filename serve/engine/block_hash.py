@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 ROOT_HASH = 0
 
@@ -44,3 +44,17 @@ def block_hashes(token_ids: Sequence[int], page_size: int, parent: int = ROOT_HA
         parent = hash_block(parent, token_ids[start : start + page_size])
         hashes.append(parent)
     return hashes
+
+
+def held_prefix(hashes: Sequence[int], holds: Callable[[int], bool]) -> int:
+    """How many leading blocks of a chain `holds` says are held, for a store that holds a block
+    only with all its predecessors (a chain hash names the whole prefix): presence is monotone
+    along the chain, so a binary search, O(log n) lookups."""
+    lo, hi = 0, len(hashes)  # invariant: the first lo blocks are held; block hi-1+ unknown
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if holds(hashes[mid - 1]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from serve.engine.block_hash import held_prefix
+
 FULL_CACHE = 0.95  # a digest this share of the KV pool or more: the GPU cache is full
 
 
@@ -109,24 +111,15 @@ class ReplicaView:
     # -- cache ----------------------------------------------------------------------------
 
     def cached_prefix_blocks(self, hashes: Sequence[int], now: float) -> int:
-        """How many leading blocks of a request this replica holds, confirmed or speculated.
-
-        A prefix cache holds a block only with all its predecessors (a chain hash names the
-        whole prefix), so presence is monotone along the chain: binary search, O(log n)."""
+        """How many leading blocks of a request this replica holds, confirmed or speculated
+        (a prefix cache holds a block only with all its predecessors)."""
         confirmed = self.report.cached_blocks if self.report else frozenset()
         spec, pinned = self._speculative, self._pinned
 
         def held(h: int) -> bool:
             return h in confirmed or h in pinned or spec.get(h, 0.0) > now
 
-        lo, hi = 0, len(hashes)  # invariant: the first lo blocks are held; block hi-1+ unknown
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if held(hashes[mid - 1]):
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        return held_prefix(hashes, held)
 
     def pin(self, request_id: str, hashes: Sequence[int]) -> None:
         """A request carrying these blocks was sent here: they count as cached until it ends

@@ -20,6 +20,8 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
+from serve.engine.block_hash import held_prefix
+
 _BINS_PER_DOUBLING = 4
 _BINS = 2 + 24 * _BINS_PER_DOUBLING  # under 1 s, then 1 s to 2**24 s, then longer
 
@@ -45,7 +47,7 @@ class ReuseIntervals:
         """A prompt with these chain hashes of page-sized blocks was routed `now`."""
         stride = max(1, self._span_tokens // page_size)
         hashes = hashes[stride - 1::stride]  # the last block of each span
-        seen = self._seen_prefix(hashes)
+        seen = held_prefix(hashes, self._last.__contains__)
         if seen:
             sample = (_bin(now - self._last[hashes[seen - 1]]), seen * stride * page_size)
             self._samples.append(sample)
@@ -68,14 +70,3 @@ class ReuseIntervals:
             return None
         total = sum(self._tokens)
         return sum(self._tokens[:_bin(lifetime_s)]) / total if total else None
-
-    def _seen_prefix(self, hashes: Sequence[int]) -> int:
-        """Leading blocks routed before: presence is monotone along a chain (binary search)."""
-        lo, hi = 0, len(hashes)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if hashes[mid - 1] in self._last:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo

@@ -219,10 +219,10 @@ class RouterCore:
         """Even intake out, or concentrate it where the evicting caches turn over faster than
         most reused prefixes come back (knobs)."""
         k = self.knobs
-        evicting = [v for v in self._views.values()
+        evicting = [(v, v.report) for v in self._views.values()
                     if v.report is not None and not v.report.keeps_what_it_caches]
-        capacity = sum(v.report.kv_tokens_total for v in evicting if v.report is not None)
-        rate = sum(v.intake_rate(now, k.intake_horizon_s) for v in evicting)
+        capacity = sum(r.kv_tokens_total for _, r in evicting)
+        rate = sum(v.intake_rate(now, k.intake_horizon_s) for v, _ in evicting)
         share = self._reuse.share_within(capacity / rate) if rate > 0 else None
         concentrate = share is not None and share < k.concentrate_below_share
         self.intake_weight = -k.concentration_weight if concentrate else k.eviction_weight

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.engine.block_hash import ROOT_HASH, block_hashes, hash_block
+from serve.engine.block_hash import ROOT_HASH, block_hashes, hash_block, held_prefix
 
 
 def _golden(parent: int, block: list[int]) -> int:
@@ -66,3 +66,11 @@ def test_short_input_and_bad_page_size() -> None:
     assert block_hashes([], 4) == []
     with pytest.raises(ValueError):
         block_hashes([1], 0)
+
+
+@pytest.mark.parametrize("held", range(9))
+def test_held_prefix_counts_the_leading_blocks_a_store_holds(held):
+    chain = block_hashes(list(range(8 * 4)), 4)
+    store = set(chain[:held])
+    assert held_prefix(chain, store.__contains__) == held
+    assert held_prefix((), store.__contains__) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from serve.routing.replica_view import ReplicaView
@@ -19,4 +21,4 @@ def test_the_intake_rate_is_true_before_the_horizon_has_filled():
     for t in range(100, 3000):  # long after the horizon has filled
         view.take_in(10.0, float(t), 600.0)
     assert view.intake_rate(3000.0, 600.0) == pytest.approx(10.0, rel=0.01)
-    assert view.intake_rate(3600.0, 600.0) == pytest.approx(10.0 / 2.7183, rel=0.02)
+    assert view.intake_rate(3600.0, 600.0) == pytest.approx(10.0 / math.e, rel=0.02)
