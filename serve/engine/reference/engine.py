@@ -3,17 +3,21 @@
 One background thread owns the schedulers and drives the model executor; requests enter through a
 locked inbox and leave as `TokenDelta`s posted to each caller's asyncio queue, so no caller
 ever blocks the step loop and the step loop never waits on a caller.
+
+The same thread tells the engine's `LoadMeter` what happens (arrivals, cache hits, each step's
+work, first tokens, finishes) and builds the `EngineStats` snapshot from it, so the reference
+engine reports exactly what the simulator's replica model reports for the same request states.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
+import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from serve.engine.base import (
     TokenLogprob,
     Usage,
 )
+from serve.engine.load_meter import LoadMeter
 from serve.engine.reference.checkpoint import load_model_args, load_state_dict
 from serve.engine.reference.executor import LocalExecutor, ModelExecutor
 from serve.engine.reference.model import Transformer
@@ -43,14 +48,9 @@ log = logging.getLogger(__name__)
 
 # Prefill tokens one running request's decoding is worth when choosing a data-parallel rank.
 _DECODE_COST = 16
-_TTFT_WINDOW_S = 60.0  # the TTFT percentile the autoscaler sees covers this recent past
-
-
-def _p90(values: list[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+# A busy engine rebuilds its stats snapshot at most this often: Serve reads them every few
+# seconds, and a snapshot walks every request and cached block.
+_STATS_INTERVAL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -88,35 +88,43 @@ class ReferenceEngine(Engine):
     With one rank (`ReferenceEngine(model, tokenizer, config)`) the model runs in this
     process; with expert parallelism each rank is a Ray actor holding its own KV cache and
     its share of the experts (see `ep_engine.start_ep_engine`).
+
+    `clock` times everything the stats report (arrivals, steps, time to first token). With
+    `start_thread=False` no background thread runs: the caller drives the engine one loop
+    iteration at a time with `run_once()`, as tests that put it in exact states do.
     """
 
     def __init__(self, model: Transformer | None, tokenizer: Tokenizer,
                  config: EngineConfig = EngineConfig(), *, executor: ModelExecutor | None = None,
-                 args: ModelArgs | None = None) -> None:
+                 args: ModelArgs | None = None, clock: Callable[[], float] = time.monotonic,
+                 start_thread: bool = True) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.args = args or model.args
         self.config = config
         self.max_model_len = min(config.max_model_len, self.args.max_position_embeddings)
         self.executor = executor or LocalExecutor(model, config.kv_pages, config.page_size)
+        self._clock = clock
+        self.meter = LoadMeter(now=clock())  # touched on the engine thread only
         self.schedulers = [Scheduler(SchedulerConfig(
             page_size=config.page_size, num_pages=config.kv_pages,
             max_running=config.max_running, max_batched_tokens=config.max_batched_tokens,
-            prefix_cache=config.prefix_cache)) for _ in range(self.executor.num_ranks)]
+            prefix_cache=config.prefix_cache), self.meter)
+            for _ in range(self.executor.num_ranks)]
         self._arrivals = itertools.count()
         self._cv = threading.Condition()
         self._inbox: list[tuple[Sequence, OutputStream, _Stream]] = []
         self._aborts: list[str] = []
         self._streams: dict[str, _Stream] = {}  # every request not yet finished
         self._live: dict[str, tuple[Sequence, OutputStream, int]] = {}  # engine thread only
-        self._recent: collections.deque[tuple[float, int]] = collections.deque()
-        self._ttfts: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
-        self._stats = self._snapshot()
-        self._stats_at = 0.0
+        self._stats, self._stats_at = self._snapshot(clock()), -math.inf
         self._dead: BaseException | None = None
         self._stopping = False
         self._stop_reason = "the engine was shut down"
-        self._thread = threading.Thread(target=self._loop, name="r1serve-engine", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if start_thread:
+            self._thread = threading.Thread(target=self._loop, name="r1serve-engine",
+                                            daemon=True)
+            self._thread.start()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path,
@@ -135,7 +143,7 @@ class ReferenceEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
         self._validate(request)
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
-        seq = Sequence(request, arrival=next(self._arrivals))
+        seq = Sequence(request, arrival=next(self._arrivals), arrival_time=self._clock())
         out = OutputStream(request, self.tokenizer, self.max_model_len, self.args.eos_token_id)
         with self._cv:
             if request.request_id in self._streams:
@@ -162,26 +170,19 @@ class ReferenceEngine(Engine):
     def stats(self) -> EngineStats:
         return self._stats
 
-    def _snapshot(self) -> EngineStats:
-        """Taken on the engine thread, which alone touches the schedulers; summed over ranks."""
+    def _snapshot(self, now: float) -> EngineStats:
+        """Taken on the engine thread, which alone touches the schedulers: every rank's
+        requests and pages, as one instance."""
         ss = self.schedulers
-        now = time.monotonic()
-        recent = [n for t, n in list(self._recent) if now - t <= 10.0]
         hashes: set[int] = set()
         for s in ss:
             hashes.update(s.cache.block_hashes())
-        return EngineStats(
-            running=sum(len(s.running) for s in ss), waiting=sum(len(s.waiting) for s in ss),
+        return self.meter.snapshot(
+            now, [q.stream_state() for s in ss for q in (*s.running, *s.waiting)],
             kv_pages_used=sum(s.pages_in_use() for s in ss),
             kv_pages_total=self.config.kv_pages * len(ss), page_size=self.config.page_size,
-            queued_prefill_tokens=sum(s.queued_prefill_tokens() for s in ss),
-            expected_remaining_decode_tokens=sum(s.expected_remaining_decode() for s in ss),
-            prefix_cache_hit_tokens=sum(s.prefix_hit_tokens for s in ss),
-            prompt_tokens=sum(s.prompt_tokens for s in ss),
-            generation_tokens_per_s=sum(recent) / 10.0,
-            cached_block_hashes=tuple(sorted(hashes)),
-            ttft_p90_s=_p90([t for at, t in list(self._ttfts) if now - at <= _TTFT_WINDOW_S]),
-        )
+            max_running=self.config.max_running * len(ss),
+            cached_block_hashes=tuple(sorted(hashes)))
 
     def _has_work(self) -> bool:
         return any(s.has_work() for s in self.schedulers)
@@ -206,7 +207,7 @@ class ReferenceEngine(Engine):
         return self.executor.expert_counts()
 
     async def health(self) -> None:
-        if self._dead is not None or not self._thread.is_alive():
+        if self._dead is not None or (self._thread is not None and not self._thread.is_alive()):
             raise EngineDeadError(f"reference engine stopped: {self._dead!r}")
         if not await asyncio.to_thread(self.executor.healthy):
             raise EngineDeadError("a rank of the reference engine is not alive")
@@ -216,7 +217,11 @@ class ReferenceEngine(Engine):
             self._stop_reason = reason
             self._stopping = True
             self._cv.notify()
-        await asyncio.to_thread(self._thread.join)
+        if self._thread is None:  # driven by run_once(): stop here
+            self._fail_all(EngineDeadError(reason))
+            self.executor.shutdown()
+        else:
+            await asyncio.to_thread(self._thread.join)
 
     # -- validation --------------------------------------------------------------------------
 
@@ -235,28 +240,8 @@ class ReferenceEngine(Engine):
 
     def _loop(self) -> None:
         try:
-            while True:
-                with self._cv:
-                    while not (self._inbox or self._aborts or self._stopping
-                               or self._has_work()):
-                        self._cv.wait()
-                    if self._stopping:
-                        break
-                    inbox, self._inbox = self._inbox, []
-                    aborts, self._aborts = self._aborts, []
-                for seq, out, _ in inbox:
-                    rank = self._assign_rank(seq)
-                    self._live[seq.request_id] = (seq, out, rank)
-                    self.schedulers[rank].add(seq)
-                for request_id in aborts:
-                    if request_id in self._live:
-                        self._finish(request_id, "abort", TokenDelta(request_id, (), "",
-                                                                     finish_reason="abort"))
-                if self._has_work():
-                    self.step()
-                now = time.monotonic()
-                if now - self._stats_at > 0.1 or not self._has_work():
-                    self._stats, self._stats_at = self._snapshot(), now
+            while self._wait_for_work():
+                self.run_once()
             self._fail_all(EngineDeadError(self._stop_reason))
         except BaseException as e:  # a failed rank or a bug must not leave any request hanging
             log.exception("reference engine step failed")
@@ -265,41 +250,83 @@ class ReferenceEngine(Engine):
         finally:
             self.executor.shutdown()
 
+    def _wait_for_work(self) -> bool:
+        """Block until a request, an abort or a step is due; False once stopping."""
+        with self._cv:
+            while not (self._inbox or self._aborts or self._stopping or self._has_work()):
+                self._cv.wait()
+            return not self._stopping
+
+    def run_once(self) -> None:
+        """One iteration of the engine loop: admit new requests and aborts, then run one step
+        if any rank has work. The engine thread calls it over and over; an engine built with
+        `start_thread=False` is driven by calling it.
+
+        The stats snapshot shows the batch in flight: it is taken once the step is scheduled
+        (newly admitted requests run, the step's pages are reserved), or, when no work is
+        left, at the end of the iteration."""
+        with self._cv:
+            inbox, self._inbox = self._inbox, []
+            aborts, self._aborts = self._aborts, []
+        now = self._clock()
+        for seq, out, _ in inbox:
+            rank = self._assign_rank(seq)
+            self._live[seq.request_id] = (seq, out, rank)
+            self.schedulers[rank].add(seq)
+            self.meter.arrived(now, seq.prompt_len, seq.request.sampling.max_tokens)
+        for request_id in aborts:
+            if request_id in self._live:
+                self._finish(request_id, "abort", TokenDelta(request_id, (), "",
+                                                             finish_reason="abort"))
+        if self._has_work():
+            self.step()
+        if not self._has_work():  # idle: show it now, and the next step afresh
+            self._stats, self._stats_at = self._snapshot(self._clock()), -math.inf
+
     def step(self) -> None:
         """Schedule every rank, run them in lockstep, sample, emit: one iteration of
         continuous batching."""
         batches = [s.schedule() for s in self.schedulers]
         if not any(batches):
             raise RuntimeError("schedulers found work but scheduled nothing")
+        started = self._clock()
+        if started - self._stats_at > _STATS_INTERVAL_S:
+            self._stats, self._stats_at = self._snapshot(started), started
         logits = self.executor.run([[self._step_item(it) for it in b] for b in batches])
         rows: list[torch.Tensor] = []
         seqs: list[Sequence] = []
+        prefill_tokens = decode_tokens = 0
         for scheduler, items, rank_logits in zip(self.schedulers, batches, logits, strict=True):
             for i, it in enumerate(items):
+                # One token after the first output is a decode; anything else computes prompt
+                # (or, after a preemption, recomputes what the stream had).
+                if it.num_tokens == 1 and it.seq.num_generated > 0:
+                    decode_tokens += 1
+                else:
+                    prefill_tokens += it.num_tokens
                 scheduler.complete(it)
                 if it.samples:
                     rows.append(rank_logits[i])
                     seqs.append(it.seq)
-        if not seqs:
-            return
-        out = sample(torch.stack(rows), [s.request.sampling for s in seqs],
-                     [s.generator for s in seqs])
-        for seq, token, logprob in zip(seqs, out.token_ids, out.logprobs, strict=True):
-            self._emit(seq, token, logprob)
-        self._recent.append((time.monotonic(), len(rows)))
-        while self._recent and time.monotonic() - self._recent[0][0] > 10.0:
-            self._recent.popleft()
+        if seqs:
+            out = sample(torch.stack(rows), [s.request.sampling for s in seqs],
+                         [s.generator for s in seqs])
+            now = self._clock()
+            for seq, token, logprob in zip(seqs, out.token_ids, out.logprobs, strict=True):
+                self._emit(seq, token, logprob, now)
+        now = self._clock()
+        self.meter.worked(now, now - started, now - started, prefill_tokens, decode_tokens)
 
     @staticmethod
     def _step_item(it: ScheduledItem) -> StepItem:
         tokens = it.seq.token_ids[it.start:it.start + it.num_tokens]
         return StepItem(tokens, it.start, it.seq.pages)
 
-    def _emit(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> None:
+    def _emit(self, seq: Sequence, token: int, logprob: TokenLogprob | None,
+              now: float) -> None:
         seq.token_ids.append(token)
         if seq.num_generated == 1:
-            now = time.monotonic()
-            self._ttfts.append((now, now - seq.arrival_time))
+            self.meter.first_token(now, now - seq.arrival_time)
         _, out, _ = self._live[seq.request_id]
         text, finish = out.append(token)
         usage = None
@@ -316,6 +343,7 @@ class ReferenceEngine(Engine):
     def _finish(self, request_id: str, reason: str, delta: TokenDelta) -> None:
         seq, _, rank = self._live.pop(request_id)
         self.schedulers[rank].finish(seq)
+        self.meter.finished(seq.num_generated, reason)
         with self._cv:  # gone before the caller sees the end, so its id is free for reuse
             stream = self._streams.pop(request_id, None)
         self._post(request_id, delta, stream)

@@ -13,6 +13,7 @@ import bisect
 from collections import deque
 from dataclasses import dataclass
 
+from serve.engine.load_meter import LoadMeter
 from serve.engine.reference.page_allocator import PageAllocator
 from serve.engine.reference.radix_cache import RadixCache
 from serve.engine.reference.sequence import Sequence, Status
@@ -40,15 +41,18 @@ class ScheduledItem:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig) -> None:
+    """One data-parallel rank's batching. `meter` hears each request's prefix-cache hit when
+    its prefill first begins; the engine shares one meter between its ranks' schedulers, so
+    the hits it reports are the instance's."""
+
+    def __init__(self, config: SchedulerConfig, meter: LoadMeter | None = None) -> None:
         assert config.max_running <= config.max_batched_tokens
         self.config = config
+        self.meter = meter or LoadMeter()
         self.allocator = PageAllocator(config.num_pages)
         self.cache = RadixCache(config.page_size, self.allocator, enabled=config.prefix_cache)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # in arrival order, so the newest is preempted first
-        self.prefix_hit_tokens = 0
-        self.prompt_tokens = 0
         self.preemptions = 0
 
     def add(self, seq: Sequence) -> None:
@@ -155,8 +159,7 @@ class Scheduler:
         bisect.insort(self.running, seq, key=lambda s: s.arrival)
         if seq.cached_prompt_tokens is None:  # count the hit once, not again after preemption
             seq.cached_prompt_tokens = min(seq.num_computed, seq.prompt_len)
-            self.prefix_hit_tokens += seq.cached_prompt_tokens
-            self.prompt_tokens += seq.prompt_len
+            self.meter.prefix_matched(seq.prompt_len, seq.cached_prompt_tokens)
 
     def _cache_computed(self, seq: Sequence) -> None:
         """Hand the sequence's full computed pages to the prefix cache and hold them there."""
@@ -179,9 +182,6 @@ class Scheduler:
     def queued_prefill_tokens(self) -> int:
         return sum(s.remaining_prefill for s in self.waiting) + sum(
             s.remaining_prefill for s in self.running if s.remaining_prefill > 1)
-
-    def expected_remaining_decode(self) -> int:
-        return sum(s.expected_remaining_decode for s in (*self.running, *self.waiting))
 
     def pages_in_use(self) -> int:
         return self.allocator.num_total - self.allocator.num_free - self.cache.evictable_pages

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from serve.engine.base import GenerationRequest
+from serve.engine.load_meter import StreamState
 
 
 class Status(enum.Enum):
@@ -36,7 +37,7 @@ class Sequence:
     prefix_node: Any = None  # radix-cache node locked for this sequence
     cached_prompt_tokens: int | None = None  # prefix-cache hit at first admission
     generator: torch.Generator | None = None
-    arrival_time: float = field(default_factory=time.monotonic)
+    arrival_time: float = field(default_factory=time.monotonic)  # by the engine's clock
 
     def __post_init__(self) -> None:
         if not self.token_ids:
@@ -62,6 +63,7 @@ class Sequence:
         """Tokens to compute before the next token can be sampled."""
         return len(self.token_ids) - self.num_computed
 
-    @property
-    def expected_remaining_decode(self) -> int:
-        return max(self.request.sampling.max_tokens - self.num_generated, 0)
+    def stream_state(self) -> StreamState:
+        """This request as the engine's load meter counts it."""
+        return StreamState(self.prompt_len, self.remaining_prefill, self.num_generated,
+                           self.request.sampling.max_tokens, self.status is Status.RUNNING)
