@@ -9,6 +9,11 @@ replica's own placement group (see `placement.py`). Requests go in as token ids 
 With the prefix cache on, SGLang publishes its KV events to a socket this replica binds, and a
 `CacheDigest` turns them into the block hashes the router matches prompts against.
 
+Stats: the engine's `LoadMeter` hears what the streams show (arrivals, time to first token, the
+tokens each chunk brings and when, output lengths as the distribution to expect), and
+SGLang's per-rank loads, read in the background, supply what only its schedulers know
+(running and queued requests, KV pages, prompt tokens awaiting prefill, prefill work done).
+
 `sglang` is imported only in `build_sglang_engine` and by the KV-event follower, so nothing
 else pays for it; the engine class itself takes any object with RayEngine's `async_generate`,
 `tokenizer_manager` and `shutdown`, which is how the tests drive it without GPUs.
@@ -17,24 +22,23 @@ else pays for it; the engine class itself takes any object with RayEngine's `asy
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import dataclasses
 import logging
 import os
 import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from serve.config import R1ServeConfig
 from serve.engine.base import Engine, EngineStats, GenerationRequest, TokenDelta
+from serve.engine.load_meter import LoadMeter, StreamState
 from serve.engine.sglang.cache_digest import CacheDigest
 from serve.engine.sglang.sampling import to_sglang
-from serve.engine.sglang.stats import RequestTotals, engine_stats, recent_p90
+from serve.engine.sglang.stats import PrefillCounters, latest_loads, merge_loads
 from serve.engine.sglang.stream_adapter import StreamAdapter
 from serve.errors import EngineDeadError, InvalidRequestError
 
@@ -48,9 +52,18 @@ class _Live:
     """One request in flight (mutable: the adapter advances as chunks arrive)."""
 
     adapter: StreamAdapter
-    budget: int  # decode tokens the request is expected to take
-    arrival: float  # monotonic time generate() was called
-    first_token: bool = False
+    prompt_tokens: int
+    max_tokens: int
+    arrival: float  # the engine clock's time generate() was called
+    tokens: int = 0  # output tokens as of the last chunk that brought some
+    last_at: float = 0.0  # ... and when it came
+
+    def stream_state(self) -> StreamState:
+        """As the meter counts it: running once its first token is out. (What SGLang has
+        admitted but not yet prefilled, its loads tell.)"""
+        started = self.tokens > 0
+        return StreamState(self.prompt_tokens, 0 if started else self.prompt_tokens,
+                           self.tokens, self.max_tokens, started)
 
 
 class SGLangEngine(Engine):
@@ -58,19 +71,19 @@ class SGLangEngine(Engine):
 
     def __init__(self, backend: Any, *, page_size: int, context_length: int,
                  deterministic: bool = False, poll_interval_s: float = 0.5,
-                 health_timeout_s: float = 30.0,
-                 kv_event_endpoints: Sequence[str] = ()) -> None:
+                 health_timeout_s: float = 30.0, kv_event_endpoints: Sequence[str] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._backend = backend
         self.page_size = page_size
         self.context_length = context_length
         self.deterministic = deterministic
         self.poll_interval_s = poll_interval_s
         self.health_timeout_s = health_timeout_s
+        self._clock = clock  # times what the stats report
+        self.meter = LoadMeter(now=clock())
         self._live: dict[str, _Live] = {}
-        self._loads: list[Any] = []
-        self._prompt_tokens = 0
-        self._cached_tokens = 0
-        self._ttfts: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
+        self._ranks: list[Mapping[str, Any]] = []  # each DP rank's latest load snapshot
+        self._prefill = PrefillCounters()
         self._last_output = float("-inf")  # monotonic time of the last output or probe
         self._poller: asyncio.Task | None = None
         # Where SGLang's KV-event publishers (one per attention-DP rank) connect: bound here.
@@ -92,8 +105,10 @@ class SGLangEngine(Engine):
         sp = request.sampling
         options = to_sglang(sp, deterministic=self.deterministic)
         adapter = StreamAdapter(rid, stop=sp.stop, logprobs=sp.logprobs)
-        budget = min(request.expected_output_tokens or sp.max_tokens, sp.max_tokens)
-        live = self._live[rid] = _Live(adapter, budget, time.monotonic())
+        now = self._clock()
+        live = self._live[rid] = _Live(adapter, len(request.prompt_token_ids), sp.max_tokens,
+                                       now)
+        self.meter.arrived(now, live.prompt_tokens, sp.max_tokens)
         self._ensure_poller()
         finished = False
         try:
@@ -102,12 +117,9 @@ class SGLangEngine(Engine):
                 async for chunk in chunks:
                     self._last_output = time.monotonic()
                     delta = adapter.feed(chunk)
+                    self._count_tokens(live)
                     if delta is None:
                         continue
-                    if delta.token_ids and not live.first_token:
-                        live.first_token = True
-                        self._ttfts.append((self._last_output,
-                                            self._last_output - live.arrival))
                     if delta.finish_reason is not None:
                         finished = True
                         delta = self._on_finish(delta)
@@ -143,15 +155,14 @@ class SGLangEngine(Engine):
             self._abort_backend(request_id)
 
     def stats(self) -> EngineStats:
-        expected = sum(max(live.budget - live.adapter.completion_tokens, 0)
-                       for live in list(self._live.values()))
-        stats = engine_stats(self._loads, self.page_size, RequestTotals(
-            prompt_tokens=self._prompt_tokens, cached_tokens=self._cached_tokens,
-            expected_remaining_decode_tokens=expected,
-            ttft_p90_s=recent_p90(list(self._ttfts), time.monotonic())))
-        if not self.kv_event_endpoints:
-            return stats
-        return dataclasses.replace(stats, cached_block_hashes=self.cache_digest.block_hashes())
+        # Prefill capacity comes from SGLang's own prefill counters (`_poll_loads`); the
+        # streams cannot show it, as a request's first token also waited in SGLang's queue.
+        stats = self.meter.snapshot(
+            self._clock(), [live.stream_state() for live in list(self._live.values())],
+            kv_pages_used=0, kv_pages_total=0, page_size=self.page_size, max_running=0,
+            cached_block_hashes=(self.cache_digest.block_hashes() if self.kv_event_endpoints
+                                 else ()))
+        return merge_loads(stats, self._ranks)
 
     async def health(self) -> None:
         """Healthy when SGLang produced output recently or answers a one-token probe, as
@@ -192,10 +203,27 @@ class SGLangEngine(Engine):
             raise InvalidRequestError(f"request id {request.request_id!r} is already in "
                                       "flight", param="request_id")
 
+    def _count_tokens(self, live: _Live) -> None:
+        """Tell the meter what a chunk brought: the first token (the prompt's cache hit is
+        known by then), or k more tokens dt after the last ones, which took dt / k each."""
+        a = live.adapter
+        new = a.completion_tokens - live.tokens
+        if new <= 0:
+            return
+        now = self._clock()
+        if live.tokens == 0:
+            self.meter.prefix_matched(a.prompt_tokens or live.prompt_tokens, a.cached_tokens)
+            self.meter.first_token(now, now - live.arrival)
+            # Tokens beyond the first in the first chunk were decoded at a pace it does not
+            # show; they count from the next chunk's interval on, not in the ITL.
+        else:
+            dt = now - live.last_at
+            self.meter.worked(now, dt, dt / new, 0, new)
+        live.tokens, live.last_at = a.completion_tokens, now
+
     def _on_finish(self, delta: TokenDelta) -> TokenDelta:
         if delta.usage is not None:
-            self._prompt_tokens += delta.usage.prompt_tokens
-            self._cached_tokens += delta.usage.cached_tokens
+            self.meter.finished(delta.usage.completion_tokens, delta.finish_reason or "error")
         if self._stopping and delta.finish_reason == "abort":
             return TokenDelta(delta.request_id, delta.token_ids, delta.text, delta.logprobs,
                               "error", delta.usage, "the engine was shut down")
@@ -216,10 +244,13 @@ class SGLangEngine(Engine):
 
     async def _poll_loads(self) -> None:
         """Keep `stats()` free of remote calls: read SGLang's per-rank loads in the background
-        (SGLang serves them from shared memory)."""
+        (SGLang serves them from shared memory), and the prefill work they count."""
         while not self._stopping:
             try:
-                self._loads = list(await self.tokenizer_manager.get_loads())
+                self._ranks = latest_loads(await self.tokenizer_manager.get_loads())
+                tokens, busy_s = self._prefill.since_last(self._ranks)
+                if tokens > 0 and busy_s > 0:
+                    self.meter.worked(self._clock(), busy_s, busy_s, tokens, 0)
             except Exception:
                 log.warning("reading SGLang loads failed", exc_info=True)
             await asyncio.sleep(self.poll_interval_s)

@@ -1,4 +1,4 @@
-"""SGLang's per-DP-rank load snapshots mapped onto `EngineStats`.
+"""SGLang's per-DP-rank load snapshots merged into the engine's `EngineStats`.
 
 The snapshots are what SGLang serves at `/v1/loads` and reads from shared memory in
 `TokenizerManager.get_loads()` (cheap, no scheduler round trip): one per data-parallel rank, so
@@ -6,15 +6,17 @@ with attention DP every GPU reports its own requests and KV pool and the sums ar
 instance's. The same quantities appear as Prometheus series; `PROMETHEUS_EQUIVALENTS` names them
 for dashboards that watch SGLang directly.
 
-What SGLang does not report per instance, r1serve counts itself from the requests it streamed:
-cumulative prompt and cached-prompt tokens, and decode tokens still expected.
+What the engine sees of its own streams (arrivals, time to first token, tokens per chunk,
+output lengths) goes through its `LoadMeter`; the scheduler's side of the picture (requests
+running and queued, KV pages, prompt tokens awaiting prefill, prefill work) comes from the
+snapshots and replaces the meter's guesses at it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -32,53 +34,62 @@ PROMETHEUS_EQUIVALENTS: Mapping[str, str] = MappingProxyType({
 })
 
 
-@dataclass(frozen=True)
-class RequestTotals:
-    """What r1serve counted from the streams it served."""
-
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    expected_remaining_decode_tokens: int = 0
-    ttft_p90_s: float | None = None  # over the recent window (see `recent_p90`)
-
-
-TTFT_WINDOW_S = 60.0  # the TTFT percentile the autoscaler sees covers this recent past
-
-
-def recent_p90(samples: Iterable[tuple[float, float]], now: float) -> float | None:
-    """90th percentile of the (time, value) samples no older than `TTFT_WINDOW_S`."""
-    ordered = sorted(v for at, v in samples if now - at <= TTFT_WINDOW_S)
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-
-
-def engine_stats(loads: Iterable[Mapping[str, Any] | Any], page_size: int,
-                 totals: RequestTotals) -> EngineStats:
-    """Sum the latest snapshot of each DP rank. `loads` holds `LoadSnapshot`s or their dicts."""
+def latest_loads(loads: Iterable[Mapping[str, Any] | Any]) -> list[Mapping[str, Any]]:
+    """The newest snapshot of each DP rank, as dicts. `loads` holds `LoadSnapshot`s or their
+    dicts."""
     latest: dict[int, Mapping[str, Any]] = {}
     for load in loads:
         d = load if isinstance(load, Mapping) else load.to_dict({"core"})
         rank = int(d.get("dp_rank", 0))
         if rank not in latest or d.get("timestamp", 0) >= latest[rank].get("timestamp", 0):
             latest[rank] = d
-    ranks = list(latest.values())
+    return list(latest.values())
+
+
+def merge_loads(stats: EngineStats, ranks: Iterable[Mapping[str, Any]]) -> EngineStats:
+    """`stats` with the scheduler's own counts from the ranks' latest snapshots, summed.
+    Before the first snapshot arrives, `stats` stands as it is."""
+    ranks = list(ranks)
+    if not ranks:
+        return stats
 
     def total(key: str) -> float:
         return sum(float(r.get(key) or 0) for r in ranks)
 
-    used_tokens = int(total("num_used_tokens"))
+    page_size = stats.page_size
     pool_tokens = int(total("max_total_num_tokens") or total("num_total_tokens"))
-    return EngineStats(
+    return dataclasses.replace(
+        stats,
         running=int(total("num_running_reqs")),
         waiting=int(total("num_waiting_reqs")),
-        kv_pages_used=math.ceil(used_tokens / page_size),
+        kv_pages_used=math.ceil(int(total("num_used_tokens")) / page_size),
         kv_pages_total=pool_tokens // page_size,
-        page_size=page_size,
         queued_prefill_tokens=int(total("num_waiting_uncached_tokens")),
-        expected_remaining_decode_tokens=totals.expected_remaining_decode_tokens,
-        prefix_cache_hit_tokens=totals.cached_tokens,
-        prompt_tokens=totals.prompt_tokens,
-        generation_tokens_per_s=total("gen_throughput"),
-        ttft_p90_s=totals.ttft_p90_s,
+        max_running=int(total("max_running_requests")) or stats.max_running,
     )
+
+
+class PrefillCounters:
+    """SGLang's cumulative per-rank prefill counters (uncached prompt tokens computed, and
+    microseconds spent in prefill steps) turned into the prefill work done since the last
+    read, which the engine's meter turns into prefill speed and capacity."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, tuple[int, int]] = {}
+
+    def since_last(self, ranks: Iterable[Mapping[str, Any]]) -> tuple[int, float]:
+        """Prompt tokens prefilled and seconds spent on them since the previous call. Ranks
+        prefill side by side, so the instance's time is the busiest rank's. A rank's first
+        reading (or one whose counters went back: it restarted) only sets its baseline."""
+        tokens, busy_s = 0, 0.0
+        for r in ranks:
+            rank = int(r.get("dp_rank", 0))
+            now = (int(r.get("total_prefill_uncached_tokens") or 0),
+                   int(r.get("total_prefill_busy_us") or 0))
+            before = self._last.get(rank)
+            self._last[rank] = now
+            if before is None or now[0] < before[0] or now[1] < before[1]:
+                continue
+            tokens += now[0] - before[0]
+            busy_s = max(busy_s, (now[1] - before[1]) / 1e6)
+        return tokens, busy_s

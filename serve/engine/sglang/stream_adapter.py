@@ -45,7 +45,10 @@ class StreamAdapter:
         self._num_ids = 0  # output ids emitted so far
         self._num_logprobs = 0
         self.finished = False
+        # Token counts as of the last chunk (SGLang repeats the prompt's in every chunk).
         self.completion_tokens = 0
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
 
     @property
     def text(self) -> str:
@@ -64,6 +67,8 @@ class StreamAdapter:
         reason = meta.get("finish_reason")
         ids = list(chunk.get("output_ids") or ())  # SGLang reuses this list: copy it now
         self.completion_tokens = int(meta.get("completion_tokens", len(ids)))
+        self.prompt_tokens = int(meta.get("prompt_tokens", 0))
+        self.cached_tokens = _cached(meta.get("cached_tokens"))
         new_ids = tuple(ids[self._num_ids:])
         self._num_ids = max(self._num_ids, len(ids))
         logprobs = self._new_logprobs(meta)
@@ -79,9 +84,9 @@ class StreamAdapter:
                 and not self._text and not self._num_logprobs and not ids:
             raise InvalidRequestError(f"SGLang rejected the request: {error}")
         piece = self._advance(self._cut_at_stop(text), final=True)
-        usage = Usage(prompt_tokens=int(meta.get("prompt_tokens", 0)),
+        usage = Usage(prompt_tokens=self.prompt_tokens,
                       completion_tokens=self.completion_tokens,
-                      cached_tokens=_cached(meta.get("cached_tokens")))
+                      cached_tokens=self.cached_tokens)
         return TokenDelta(self.request_id, new_ids, piece, logprobs, finish, usage,
                           error if finish == "error" else None)
 

@@ -121,6 +121,7 @@ def test_streams_deltas_and_counts_usage() -> None:
     assert (s.running, s.waiting, s.queued_prefill_tokens) == (1, 2, 300)
     assert (s.kv_pages_used, s.kv_pages_total, s.page_size) == (4, 400, 16)
     assert s.ttft_p90_s is not None and 0 <= s.ttft_p90_s < 5
+    assert engine.meter.lengths.observations == 1  # a natural end teaches the lengths
     assert backend.tokenizer_manager.aborted == []
 
 
@@ -133,14 +134,19 @@ def test_abort_ends_the_stream_with_abort() -> None:
         async for delta in engine.generate(_request()):
             deltas.append(delta)
             if len(deltas) == 2:
-                assert engine.stats().expected_remaining_decode_tokens == 32 - 2
+                s = engine.stats()
+                assert s.decode_bound_tokens == s.longest_decode_bound_tokens == 32 - 2
+                assert s.expected_remaining_decode_tokens == round(
+                    engine.meter.lengths.expected_remaining(2, 32))
                 await engine.abort("r1")
         return deltas
 
     deltas = asyncio.run(run())
     assert deltas[-1].finish_reason == "abort"
     assert backend.tokenizer_manager.aborted == ["r1"]
-    assert engine.stats().expected_remaining_decode_tokens == 0
+    s = engine.stats()
+    assert s.expected_remaining_decode_tokens == s.decode_bound_tokens == 0
+    assert engine.meter.lengths.observations == 0  # an abort says nothing of the length
 
 
 def test_caller_going_away_aborts_in_sglang() -> None:
