@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from typing import Any
 
 from serve.config import R1ServeConfig
 from serve.engine.base import Engine, EngineStats, GenerationRequest, TokenDelta
+from serve.engine.replica_stats import autoscaling_stats, routing_stats
 from serve.engine.stream_batches import stream_batches
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class EngineDeployment:
     def __init__(self, config: dict, engine: Engine | None = None) -> None:
         from serve.engine.registry import build_engine
 
+        began = time.monotonic()
         self.config = R1ServeConfig.from_dict(config)
         self.config.apply_logging()
         if engine is None:
@@ -63,7 +64,10 @@ class EngineDeployment:
             torch.set_num_threads(max(1, self.config.engine.devices_per_node))
         self.engine = engine or build_engine(self.config)
         self.replica_id = _replica_id()
-        self.started = time.time()
+        # What the autoscaler learns a replica's start costs (weights load, SGLang's actors
+        # come up), and when this one began serving: Serve stops the newest replica first.
+        self.startup_s = time.monotonic() - began
+        self.ready_at = time.time()
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[list[TokenDelta]]:
         """The request's deltas, several engine steps to a Ray message (`stream_batches`)."""
@@ -78,20 +82,14 @@ class EngineDeployment:
         """Called by Serve; an exception marks the replica unhealthy and replaces it."""
         await self.engine.health()
 
-    def record_routing_stats(self) -> dict:
+    def record_routing_stats(self) -> dict[str, Any]:
         """What the request router sees of this replica (no remote call on the hot path)."""
-        return asdict(self.engine.stats())
+        return routing_stats(self.engine.stats())
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        s = self.engine.stats()
-        return {
-            "running": s.running, "waiting": s.waiting,
-            "kv_utilization": s.kv_pages_used / max(s.kv_pages_total, 1),
-            "queued_prefill_tokens": s.queued_prefill_tokens,
-            "expected_remaining_decode_tokens": s.expected_remaining_decode_tokens,
-            "generation_tokens_per_s": s.generation_tokens_per_s,
-            **({} if s.ttft_p90_s is None else {"ttft_p90_s": s.ttft_p90_s}),
-        }
+        """What the autoscaling policy sees of this replica."""
+        return autoscaling_stats(self.engine.stats(), startup_s=self.startup_s,
+                                 ready_at=self.ready_at)
 
     async def __del__(self) -> None:
         # Serve calls this after the graceful-shutdown wait: whatever still runs past the drain
