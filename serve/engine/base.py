@@ -114,7 +114,8 @@ class TokenDelta:
 
 @dataclass(frozen=True)
 class EngineStats:
-    """Load and cache state, as the router and the autoscaler need it."""
+    """Load and cache state, as the router and the autoscaler need it. Built by
+    `serve.engine.load_meter.LoadMeter.snapshot`, for live engines and modelled ones alike."""
 
     running: int
     waiting: int
@@ -122,12 +123,24 @@ class EngineStats:
     kv_pages_total: int
     page_size: int
     queued_prefill_tokens: int
+    # E[min(L, max_tokens) - generated | L > generated] summed over the requests, from the
+    # engine's output-length distribution: the decode work its streams are expected to take.
     expected_remaining_decode_tokens: int
     prefix_cache_hit_tokens: int  # cumulative prompt tokens served from cache
     prompt_tokens: int  # cumulative prompt tokens seen
     generation_tokens_per_s: float
     cached_block_hashes: tuple[int, ...] = ()  # chain hashes of the page-sized blocks held
     ttft_p90_s: float | None = None  # recent time to first token, 90th percentile
+    ttft_p99_s: float | None = None  # ... and 99th
+    decode_bound_tokens: int = 0  # max_tokens - generated summed: the most still to decode
+    longest_decode_bound_tokens: int = 0  # the largest of those: what a drain must wait for
+    max_running: int = 0  # streams the engine decodes at once (0: not known)
+    itl_mean_s: float | None = None  # recent inter-token latency, mean over tokens
+    prefill_tokens_per_s: float = 0.0  # prompt tokens computed per second, recently
+    prefill_capacity_tokens_per_s: float | None = None  # ... per second spent prefilling
+    arrival_requests_per_s: float = 0.0  # requests arriving per second, recently
+    arrival_prompt_tokens_per_s: float = 0.0  # their prompt tokens
+    arrival_decode_tokens_per_s: float = 0.0  # their expected output tokens
 
 
 class Engine(abc.ABC):

@@ -6,8 +6,7 @@
 """
 
 from serve.routing.knobs import ROUTER_CLASS, RouterKnobs, request_router_config
-from serve.routing.output_length import OutputLengthEstimator
 from serve.routing.router_core import Choice, RoutedRequest, RouterCore
 
-__all__ = ["ROUTER_CLASS", "Choice", "OutputLengthEstimator", "RoutedRequest", "RouterCore",
-           "RouterKnobs", "request_router_config"]
+__all__ = ["ROUTER_CLASS", "Choice", "RoutedRequest", "RouterCore", "RouterKnobs",
+           "request_router_config"]

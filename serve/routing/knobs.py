@@ -95,8 +95,8 @@ class RouterKnobs:
     # tokens) than the least loaded candidate, or when its KV cache is past kv_hard_limit.
     session_overload_tokens: float = 32768.0
     kv_hard_limit: float = 0.95
-    # Output length assumed before any request has finished (R1 reasons for thousands of tokens).
-    prior_output_tokens: int = 2048
+    # Median output length assumed before any request has finished: R1's (`R1_PRIOR`).
+    prior_output_tokens: int = 3000
     max_sessions: int = 100_000  # session -> replica entries kept (LRU)
     # How often (seconds) Serve asks replicas for `record_routing_stats()`.
     stats_period_s: float = 2.0

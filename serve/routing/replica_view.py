@@ -30,7 +30,7 @@ class ReplicaReport:
     kv_tokens_total: int
     page_size: int
     queued_prefill_tokens: int
-    expected_remaining_decode_tokens: int  # the engine's figure: max_tokens minus generated
+    expected_remaining_decode_tokens: int  # expected, from the engine's length estimate
     generation_tokens_per_s: float
     cached_blocks: frozenset[int]
 

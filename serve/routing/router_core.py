@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from serve.engine.output_length import R1_PRIOR, LengthPrior, OutputLengthEstimator
 from serve.routing.knobs import RouterKnobs
-from serve.routing.output_length import OutputLengthEstimator
 from serve.routing.replica_view import InFlight, ReplicaReport, ReplicaView
 from serve.routing.reuse_intervals import ReuseIntervals
 from serve.routing.session_table import SessionTable
@@ -67,7 +67,8 @@ class RouterCore:
     def __init__(self, knobs: RouterKnobs | None = None, rng: random.Random | None = None,
                  estimator: OutputLengthEstimator | None = None) -> None:
         self.knobs = knobs or RouterKnobs()
-        self.estimator = estimator or OutputLengthEstimator(self.knobs.prior_output_tokens)
+        self.estimator = estimator or OutputLengthEstimator(
+            LengthPrior(self.knobs.prior_output_tokens, R1_PRIOR.sigma))
         self._rng = rng or random.Random()
         self._views: dict[str, ReplicaView] = {}
         self._sessions = SessionTable(self.knobs.max_sessions)
@@ -75,6 +76,7 @@ class RouterCore:
         self.intake_weight = self.knobs.eviction_weight  # e in `RouterKnobs`: + evens out
         self._routed = 0
         self.page_size: int | None = None  # from the latest report: the unit of block hashes
+        self.draining: frozenset[str] = frozenset()
 
     # -- replica set and reports ------------------------------------------------------------
 
@@ -91,6 +93,11 @@ class RouterCore:
     def known_replicas(self) -> list[str]:
         return list(self._views)
 
+    def set_draining(self, replica_ids: Iterable[str]) -> None:
+        """Replicas the autoscaler is about to remove: ranked after every other, so they take
+        a new request only when no other replica can, and their streams run down."""
+        self.draining = frozenset(replica_ids)
+
     def report(self, replica_id: str, stats: Mapping[str, Any], now: float) -> None:
         """A replica's `record_routing_stats()` dict arrived."""
         parsed = ReplicaReport.from_stats(stats)
@@ -104,6 +111,11 @@ class RouterCore:
     def choose(self, candidates: Sequence[str], request: RoutedRequest | None,
                now: float) -> Choice:
         """Rank `candidates` for `request` (None: nothing known of it, balance load only)."""
+        open_ = [c for c in candidates if c not in self.draining]
+        if open_ and len(open_) < len(candidates):
+            choice = self.choose(open_, request, now)
+            last = tuple(c for c in candidates if c in self.draining)
+            return Choice(choice.ranked + last, choice.predicted_cached_tokens, choice.reason)
         if not candidates:
             return Choice((), 0, "cost")
         views = [self._view(rid) for rid in candidates]
@@ -173,17 +185,13 @@ class RouterCore:
         return Choice(tuple(v.replica_id for v in pair), 0, "power_of_two")
 
     def _reported_decode(self, view: ReplicaView, now: float) -> float:
-        """Decode tokens still owed by the requests in the last report, drained since at the
-        replica's reported generation rate. The engine's figure counts up to max_tokens; the
-        output-length estimate says how much of that is likely to be generated."""
+        """Decode tokens the requests in the last report are expected still to generate (the
+        engine's expectation from its output-length distribution), less what the replica has
+        generated since at its reported rate."""
         r = view.report
         if r is None:
             return 0.0
-        n = r.running + r.waiting
-        if n == 0:
-            return 0.0
-        cap = max(1, r.expected_remaining_decode_tokens // n)
-        owed = n * self.estimator.expected_total(cap)
+        owed = r.expected_remaining_decode_tokens
         return max(0.0, owed - r.generation_tokens_per_s * (now - view.reported_at))
 
     def expected_output(self, request: RoutedRequest) -> float:
