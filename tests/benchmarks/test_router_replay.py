@@ -6,7 +6,6 @@ import pytest
 
 from benchmarks.router_replay import (
     Explained,
-    RoundRobin,
     Row,
     Sample,
     against_best,
@@ -14,8 +13,9 @@ from benchmarks.router_replay import (
     main,
     seed_spread,
 )
-from serve.autoscaling.fleet_sim import FleetConfig, run_fleet
-from serve.autoscaling.replica_model import SimRequest
+from sim.baseline_routers import RoundRobin
+from sim.fleet import Fleet, FleetConfig
+from sim.replica_model import SimRequest
 
 
 @pytest.mark.parametrize(("argv", "named"), [
@@ -128,7 +128,7 @@ def _explain(replicas: int, requests: list[tuple[float, int]]) -> tuple[int, int
     reqs = [SimRequest(i, t, n * 512, 1, tuple(range(1, n + 1)))
             for i, (t, n) in enumerate(requests)]
     watched = Explained(RoundRobin())
-    done = run_fleet(reqs, watched, FleetConfig(initial_replicas=replicas)).requests
+    done = Fleet(reqs, watched, FleetConfig(initial_replicas=replicas)).run().requests
     return (sum(r.prompt_tokens for r in done), watched.held_anywhere,
             watched.held_where_sent, sum(r.cached_tokens for r in done))
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from serve.autoscaling.replica_model import ReplicaModel, SimRequest
 from serve.routing.knobs import RouterKnobs
 from serve.routing.router_core import RoutedRequest, RouterCore
+from sim.replica_model import ReplicaModel, SimRequest
 
 
 class CoreSimRouter:
@@ -43,3 +43,6 @@ class CoreSimRouter:
     def on_finish(self, req: SimRequest, replica: ReplicaModel, now: float) -> None:
         self.core.on_completed(str(replica.idx), str(req.rid), now,
                                None if req.cut else req.output_tokens)
+
+    def set_draining(self, replicas: frozenset[int], now: float) -> None:
+        self.core.set_draining(str(i) for i in replicas)

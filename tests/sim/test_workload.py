@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from serve.autoscaling.workload import MOONCAKE, MOONCAKE_TICK_S, load_mooncake
+from sim.workload import MOONCAKE, MOONCAKE_TICK_S, load_mooncake
 
 
 def test_the_trace_records_arrivals_on_a_3_second_clock():

@@ -1,4 +1,5 @@
-"""Workloads to replay: the Mooncake conversation trace and a synthetic reasoning workload.
+"""Workloads to replay: the Mooncake conversation trace, the Azure LLM inference trace and a
+synthetic reasoning workload.
 
 Prefix structure is carried as block ids (one per `BLOCK_TOKENS` tokens of the prompt), equal ids
 meaning an identical prefix up to and including that block, as in the Mooncake trace.
@@ -11,22 +12,25 @@ is placed at a uniformly random moment of its tick, drawn from the seed and its 
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import math
 import random
 from pathlib import Path
 
-from serve.autoscaling.replica_model import SimRequest
+from serve.engine.output_length import R1_PRIOR
+from sim.replica_model import SimRequest
 
 BLOCK_TOKENS = 512
 MOONCAKE_TICK_S = 3.0  # the trace's clock: how far apart its distinct timestamps lie
-MOONCAKE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces" / \
-    "mooncake_conversation_trace.jsonl"
+TRACES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "traces"
+MOONCAKE = TRACES / "mooncake_conversation_trace.jsonl"
+AZURE_CONV = TRACES / "AzureLLMInferenceTrace_conv_2023.csv"
 
 
-def r1_output_tokens(rng: random.Random, median: float = 3000.0, sigma: float = 0.9,
-                     cap: int = 32768) -> int:
+def r1_output_tokens(rng: random.Random, median: float = R1_PRIOR.median_tokens,
+                     sigma: float = R1_PRIOR.sigma, cap: int = 32768) -> int:
     """An R1-like output length: reasoning runs to thousands of tokens, log-normal with a
     heavy tail, cut at the 32K max_tokens R1 is served with."""
     return max(16, min(cap, round(median * math.exp(rng.gauss(0.0, sigma)))))
@@ -61,6 +65,40 @@ def load_mooncake(path: Path | str = MOONCAKE, *, limit: int | None = None, skip
         r.arrival = (r.arrival - t0 + within) / time_scale
     out.sort(key=lambda r: (r.arrival, r.rid))
     return out
+
+
+def load_azure(path: Path | str = AZURE_CONV, *, limit: int | None = None,
+               r1_outputs: bool = False, seed: int = 0,
+               max_tokens: int = 32768) -> list[SimRequest]:
+    """The Azure trace's requests in arrival order (`TIMESTAMP` relative to the first row).
+    It records no prefixes, so every prompt is its own: blocks no other request shares."""
+    rng = random.Random(seed)
+    rows: list[tuple[str, int, int]] = []
+    with open(path, newline="") as f:
+        for row in itertools.islice(csv.DictReader(f), limit):
+            rows.append((row["TIMESTAMP"], int(row["ContextTokens"]),
+                         int(row["GeneratedTokens"])))
+    out: list[SimRequest] = []
+    t0 = _seconds(rows[0][0]) if rows else 0.0
+    next_block = 0
+    for i, (stamp, n_in, n_trace) in enumerate(rows):
+        n_in = max(1, n_in)
+        n_out = r1_output_tokens(rng) if r1_outputs else max(1, n_trace)
+        n_blocks = math.ceil(n_in / BLOCK_TOKENS)
+        out.append(SimRequest(
+            rid=i, arrival=_seconds(stamp) - t0, prompt_tokens=n_in, output_tokens=n_out,
+            blocks=tuple(range(next_block, next_block + n_blocks)),
+            max_tokens=max_tokens if r1_outputs else max(n_out, 4096)))
+        next_block += n_blocks
+    return out
+
+
+def _seconds(stamp: str) -> float:
+    """`2023-11-16 18:15:46.6805900` as seconds of the day (the trace writes 7 fractional
+    digits; its rows span one hour)."""
+    clock = stamp.strip().split(" ")[-1]
+    h, m, sec = clock.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(sec)
 
 
 def synthetic_reasoning(*, sessions: int = 200, session_rate_per_s: float = 0.5,
