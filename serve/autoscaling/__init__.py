@@ -1,12 +1,14 @@
-"""Scaling engine replicas on token-level load, and a trace-driven simulator to judge it.
+"""Scaling engine replicas on token-level load, one cold start ahead.
 
 `TokenLoadPolicy` (`serve.autoscaling.policy:TokenLoadPolicy`) is the Ray Serve custom policy;
-`autoscaling_config(ScalingTargets(...), ...)` is the deployment option that installs it;
-`python -m serve.autoscaling.simulate` compares it with Serve's default and a fixed fleet.
+`autoscaling_config(ScalingTargets(...), ...)` is the deployment option that installs it; each
+tick's `ScalingDecision` is posted on the `ScalingBoard`. `python -m sim.simulate` compares the
+policy with Serve's default and with fixed fleets.
 """
 
-from serve.autoscaling.policy import ReplicaLoad, TokenLoadPolicy, desired_replicas
+from serve.autoscaling.decision import ScalingDecision
+from serve.autoscaling.policy import TokenLoadPolicy
 from serve.autoscaling.targets import POLICY_PATH, ScalingTargets, autoscaling_config
 
-__all__ = ["POLICY_PATH", "ReplicaLoad", "ScalingTargets", "TokenLoadPolicy",
-           "autoscaling_config", "desired_replicas"]
+__all__ = ["POLICY_PATH", "ScalingDecision", "ScalingTargets", "TokenLoadPolicy",
+           "autoscaling_config"]
