@@ -11,6 +11,8 @@ from ray.serve import Application
 from serve.config import R1ServeConfig
 from serve.engine.deployment import EngineDeployment, replica_placement
 
+ENGINE_DEPLOYMENT = "EngineDeployment"  # Serve's name of the engine deployment
+
 
 def api_settings(config: R1ServeConfig):
     from serve.api.ingress import ApiSettings
@@ -44,6 +46,12 @@ class OpenAIIngress:
             from serve.routing.routing_metrics import ROUTING_REGISTRY
 
             registries.append(ROUTING_REGISTRY)
+        if token_load_autoscaled(self.config):  # the policy posts its decisions to read
+            from serve.autoscaling.scaling_board import ScalingBoard
+            from serve.autoscaling.scaling_metrics import scaling_registry
+
+            app_name = serve.get_replica_context().app_name
+            registries.append(scaling_registry(ScalingBoard(app_name, ENGINE_DEPLOYMENT).read))
         self.asgi = build_openai_app(HandleEngineClient(self.engine), tokenizer,
                                      api_settings(self.config), registries)
         return self.asgi
@@ -61,21 +69,30 @@ class OpenAIIngress:
         return summary
 
 
+def token_load_autoscaled(config: R1ServeConfig) -> bool:
+    """Whether the engine deployment is sized by `TokenLoadPolicy` (which then posts its
+    decisions on the `ScalingBoard`) rather than fixed or by Serve's default policy."""
+    a = config.autoscaling
+    return a.policy == "token_load" and a.min_replicas != a.max_replicas
+
+
 def _scaling(config: R1ServeConfig) -> dict[str, Any]:
     a = config.autoscaling
     if a.min_replicas == a.max_replicas:
         return {"num_replicas": a.min_replicas}
-    if a.policy == "token_load":
-        from serve.autoscaling.targets import ScalingTargets, autoscaling_config
+    if token_load_autoscaled(config):
+        from serve.autoscaling.targets import autoscaling_config
 
         return {"autoscaling_config": autoscaling_config(
-            ScalingTargets.from_dict(a.targets), min_replicas=a.min_replicas,
+            a.targets.scaling_targets(), min_replicas=a.min_replicas,
             max_replicas=a.max_replicas, upscale_delay_s=a.upscale_delay_s,
-            downscale_delay_s=a.downscale_delay_s)}
+            downscale_delay_s=a.downscale_delay_s, drain_deadline_s=config.drain.deadline_s,
+            look_back_period_s=a.look_back_period_s)}
     return {"autoscaling_config": {
         "min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
         "target_ongoing_requests": a.target_ongoing_requests,
-        "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s}}
+        "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s,
+        "look_back_period_s": a.look_back_period_s}}
 
 
 def _routing(config: R1ServeConfig) -> dict[str, Any]:
@@ -90,7 +107,7 @@ def _routing(config: R1ServeConfig) -> dict[str, Any]:
 def build_app(config: R1ServeConfig) -> Application:
     """The application `serve.run` deploys; the same for `up`, `deploy` and Ray jobs."""
     e = config.engine
-    engine = serve.deployment(EngineDeployment, name="EngineDeployment").options(
+    engine = serve.deployment(EngineDeployment, name=ENGINE_DEPLOYMENT).options(
         max_ongoing_requests=e.max_running * 4,
         graceful_shutdown_timeout_s=config.drain.deadline_s,
         graceful_shutdown_wait_loop_s=1.0,

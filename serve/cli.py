@@ -10,9 +10,13 @@ import logging
 import sys
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serve.errors import R1ServeError
 from serve.settings import Settings
+
+if TYPE_CHECKING:
+    from serve.autoscaling.decision import ScalingDecision
 
 
 def _tiny_model(ns: argparse.Namespace) -> int:
@@ -162,6 +166,7 @@ def _status(ns: argparse.Namespace) -> int:
                      f"; router predicted {predicted:.0f} cached over {r['requests']:.0f} "
                      "routed requests"))
         if "EngineDeployment" in app.deployments:
+            print(_scaling_line(name, "EngineDeployment"))
             handle = serve.get_deployment_handle("EngineDeployment", app_name=name)
             seen = {}
             for _ in range(4 * max(1, sum(app.deployments["EngineDeployment"]
@@ -174,6 +179,33 @@ def _status(ns: argparse.Namespace) -> int:
                       f"{s.prefix_cache_hit_tokens}/{s.prompt_tokens} prompt tokens, "
                       f"{s.generation_tokens_per_s:.1f} tok/s")
     return 0
+
+
+def _scaling_line(app_name: str, deployment: str) -> str:
+    """Why the deployment has the size it has, from the token-load policy's `ScalingBoard`."""
+    import time
+
+    from serve.autoscaling.scaling_board import ScalingBoard
+
+    try:
+        decision = ScalingBoard(app_name, deployment).read()
+    except Exception as e:  # status reports what it can
+        return f"  scaling: the token-load policy's decision is unreadable: {e}"
+    return scaling_status(decision, time.time())
+
+
+def scaling_status(decision: ScalingDecision | None, now: float) -> str:
+    """`r1serve status`'s scaling line for a `ScalingDecision` (or None) read at `now`."""
+    from serve.autoscaling.scaling_board import STALE_S
+
+    if decision is None:
+        return ("  scaling: no decision of the token-load policy: it has not decided yet, or "
+                "the deployment is not autoscaled by it (fixed size, or policy "
+                "ongoing_requests)")
+    age = now - decision.at
+    when = (f"decided {age:.0f} s ago" if age <= STALE_S else
+            f"decided {age:.0f} s ago and not renewed since: the policy no longer runs")
+    return f"  scaling: {decision.why()} ({when})"
 
 
 def _parser() -> argparse.ArgumentParser:

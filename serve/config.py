@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from serve.autoscaling.targets import ScalingTargets
 from serve.errors import ConfigError
 
 
@@ -120,29 +121,107 @@ class RouterSection(_Section):
         return self
 
 
+_TARGETS = ScalingTargets()
+# Where each of `ScalingTargets.DERIVED` is set: the config has one place for each.
+_DERIVED_FROM = {"upscale_delay_s": "autoscaling.upscale_delay_s",
+                 "downscale_delay_s": "autoscaling.downscale_delay_s",
+                 "drain_deadline_s": "drain.deadline_s"}
+
+
+class ScalingTargetsSection(_Section):
+    """The token-load policy's objectives and planning: `ScalingTargets` less its DERIVED."""
+
+    ttft_p90_s: float = Field(_TARGETS.ttft_p90_s, gt=0, description="Objective: time to "
+                              "first token, 90th percentile, seconds. Missing it (or the p99) "
+                              "adds a replica beyond those serving.")
+    ttft_p99_s: float = Field(_TARGETS.ttft_p99_s, gt=0, description="Objective: time to "
+                              "first token, 99th percentile, seconds (long prompts prefill for "
+                              "seconds on their own).")
+    itl_s: float = Field(_TARGETS.itl_s, gt=0, description="Objective: mean inter-token "
+                         "latency of a stream, seconds; with itl_utilization it sets how many "
+                         "streams a replica is planned to decode.")
+    kv_utilization: float = Field(
+        _TARGETS.kv_utilization, gt=0, le=1, description="Share of a replica's KV cache to "
+        "plan on: the KV of tens of R1 streams swings as long ones start and end, and the "
+        "rest keeps admissions from stalling.")
+    prefill_utilization: float = Field(
+        _TARGETS.prefill_utilization, gt=0, le=1, description="Share of a replica's measured "
+        "prefill speed to plan on (at 0.7 a prompt waits about one prefill on average).")
+    itl_utilization: float = Field(
+        _TARGETS.itl_utilization, gt=0, le=1, description="Streams per replica are planned "
+        "where the replica's measured inter-token latency reaches this share of itl_s.")
+    cold_start_s: float = Field(
+        _TARGETS.cold_start_s, gt=0, description="Seconds from asking for a replica to its "
+        "serving (nodes, placement, weights, CUDA graphs), until the policy has measured one; "
+        "with upscale_delay_s it is how far ahead the policy sizes the fleet.")
+    trend_window_s: float = Field(
+        _TARGETS.trend_window_s, gt=0, description="Seconds of arrival load (tokens/s) the "
+        "trend is fitted over; the forecast extends the trend one cold start ahead.")
+    burst_window_s: float = Field(
+        _TARGETS.burst_window_s, gt=0, description="Seconds over which the spread of the "
+        "arrival load about its trend is measured.")
+    burst_z: float = Field(_TARGETS.burst_z, ge=0, description="Headroom for bursts, in "
+                           "spreads of the arrival load about its trend (2: about 98% of a "
+                           "normal spread's upside); 0: none.")
+    scale_down_fill: float = Field(
+        _TARGETS.scale_down_fill, gt=0, le=1, description="Remove a replica only when the "
+        "load needs at most this share of one fewer: a margin against adding it back at the "
+        "next fluctuation.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_names(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, path in _DERIVED_FROM.items():
+                if name in data:
+                    raise ValueError(f"set {path}, not targets.{name}")
+            unknown = sorted(set(data) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(f"unknown scaling target(s) {unknown}; known: "
+                                 f"{sorted(cls.model_fields)}")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> ScalingTargetsSection:
+        self.scaling_targets()  # the dataclass's own checks
+        return self
+
+    def scaling_targets(self) -> ScalingTargets:
+        """The policy's frozen targets (`autoscaling_config` sets the DERIVED ones)."""
+        return ScalingTargets(**self.model_dump())
+
+
 class AutoscalingSection(_Section):
     policy: Literal["token_load", "ongoing_requests"] = Field(
-        "token_load", description="'token_load': r1serve's policy on KV use, queued prefill, "
-        "expected decode work and TTFT; 'ongoing_requests': Ray Serve's default on "
-        "target_ongoing_requests.")
-    targets: dict[str, float] = Field(
-        default_factory=dict, description="Overrides of the token-load targets (fields of "
-        "serve.autoscaling.ScalingTargets, e.g. kv_utilization, queued_prefill_tokens, "
-        "decode_tokens, ttft_s).")
-    min_replicas: int = Field(1, ge=0, description="Fewest model instances.")
+        "token_load", description="'token_load': r1serve's policy, sizing the fleet for its "
+        "token load (KV in use, queued prefill, expected decode, TTFT) one cold start ahead; "
+        "'ongoing_requests': Ray Serve's default on target_ongoing_requests.")
+    targets: ScalingTargetsSection = Field(
+        default_factory=ScalingTargetsSection, description="Objectives and planning shares "
+        "of the 'token_load' policy. Its delays and drain deadline come from "
+        "autoscaling.upscale_delay_s, autoscaling.downscale_delay_s and drain.deadline_s.")
+    min_replicas: int = Field(1, ge=0, description="Fewest model instances. 0 (development "
+                              "clusters): the fleet scales to zero when idle, and Serve starts "
+                              "one when a request arrives, holding requests at the handle "
+                              "meanwhile (a cold start: minutes for R1).")
     max_replicas: int = Field(1, ge=1, description="Most model instances.")
     target_ongoing_requests: float = Field(32.0, gt=0, description="Requests per instance "
                                            "the 'ongoing_requests' policy aims for.")
-    upscale_delay_s: float = Field(30.0, ge=0, description="Sustained load before adding "
-                                   "an instance.")
-    downscale_delay_s: float = Field(600.0, ge=0, description="Sustained idleness before "
-                                     "removing an instance.")
+    upscale_delay_s: float = Field(30.0, ge=0, description="Seconds the load must call for "
+                                   "more instances before Serve adds them. Under 'token_load' "
+                                   "it is also part of the forecast horizon (this delay plus "
+                                   "a cold start).")
+    downscale_delay_s: float = Field(
+        600.0, ge=0, description="'token_load': seconds spare capacity must last before the "
+        "policy starts draining a replica (Serve's own downscale delay is then 0: the policy "
+        "drains first, and times this itself); also the delay before scaling from one "
+        "instance to zero. 'ongoing_requests': Serve's delay before removing an instance.")
+    look_back_period_s: float = Field(30.0, gt=0, description="Seconds over which Serve "
+                                      "averages the replicas' reported load before each "
+                                      "decision (both policies).")
 
     @model_validator(mode="after")
     def _check(self) -> AutoscalingSection:
-        from serve.autoscaling.targets import ScalingTargets
-
-        ScalingTargets.from_dict(self.targets)  # names an unknown or out-of-range target
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas "
                              f"({self.max_replicas})")

@@ -3,11 +3,13 @@ one, so that several apps in one process, as in tests, do not collide).
 
 Latencies are measured where the client feels them, at the ingress: time to first token,
 time between tokens, and end to end. Replica KV-cache usage is read from `replica_stats()`
-when `/metrics` is scraped, so it costs nothing between scrapes.
+when `/metrics` is scraped, so it costs nothing between scrapes; so are the extra registries
+of components in the ingress process (the router's metrics, the autoscaler's decision).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -85,8 +87,15 @@ class ApiMetrics:
             self.kv_usage.labels(replica).set(s.kv_pages_used / total)
             self.replica_running.labels(replica).set(s.running)
             self.replica_waiting.labels(replica).set(s.waiting)
-        return generate_latest(self.registry) + b"".join(
-            generate_latest(r) for r in self.extra_registries)
+        own = generate_latest(self.registry)
+        if not self.extra_registries:
+            return own
+        # In a thread: an extra registry's collector may read a remote store at scrape time
+        # (the autoscaler's board in Ray's GCS), which must not stall the streams this loop
+        # serves.
+        extra = await asyncio.to_thread(
+            lambda: b"".join(generate_latest(r) for r in self.extra_registries))
+        return own + extra
 
 
 class RequestObserver:

@@ -4,7 +4,8 @@ A thin adapter over `RouterCore`: it turns Serve's pending requests into `Routed
 hashes of `GenerationRequest.prompt_token_ids`, the same `block_hashes` the engine's cache
 uses), feeds replicas' `record_routing_stats()` dicts to the core as they change, and relays
 Serve's lifecycle callbacks. Nothing here calls a replica: the stats arrive with the replica
-set Serve pushes to every handle.
+set Serve pushes to every handle. The replica the autoscaler is draining comes from its
+`ScalingBoard`, read in the background (`DrainingWatch`), and is ranked last.
 
 Install with `serve.routing.request_router_config(knobs)`. The router runs in the process that
 holds the handle (the OpenAI ingress).
@@ -14,12 +15,16 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from ray.serve._private.common import ReplicaID
 from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
+from serve.autoscaling.decision import ScalingDecision
+from serve.autoscaling.scaling_board import ScalingBoard
 from serve.engine.block_hash import block_hashes
+from serve.routing.draining_watch import DrainingWatch
 from serve.routing.knobs import RouterKnobs
 from serve.routing.router_core import RoutedRequest, RouterCore
 from serve.routing.routing_metrics import record_routed
@@ -30,9 +35,18 @@ _MEMO_SIZE = 4096  # requests whose hashes are kept while Serve retries their ro
 class PrefixAwareRouter(RequestRouter):
     """Routes each request to the replica with the least estimated cost (see `RouterCore`)."""
 
-    def initialize_state(self, **knobs: Any) -> None:
-        """Called by Serve with `request_router_kwargs` (the fields of `RouterKnobs`)."""
-        self.core = RouterCore(RouterKnobs.from_dict(knobs))
+    def initialize_state(self, read_decision: Callable[[], ScalingDecision | None] | None = None,
+                         **knobs: Any) -> None:
+        """Called by Serve with `request_router_kwargs` (the fields of `RouterKnobs`).
+        `read_decision` reads the autoscaler's latest decision (default: the engine
+        deployment's `ScalingBoard`)."""
+        tuned = RouterKnobs.from_dict(knobs)
+        self.core = RouterCore(tuned)
+        if read_decision is None:
+            d = self._deployment_id
+            read_decision = ScalingBoard(d.app_name, d.name).read
+        self._draining = DrainingWatch(read_decision, self.core.set_draining,
+                                       tuned.stats_period_s)
         self._last_stats: dict[str, Any] = {}  # replica id -> the stats dict last taken
         self._memo: OrderedDict[str, RoutedRequest | None] = OrderedDict()
         self._sent: dict[str, tuple[str, float]] = {}  # internal id -> (replica id, sent at)
@@ -47,6 +61,7 @@ class PrefixAwareRouter(RequestRouter):
         if pending_request is not None:
             # We always consider every replica, so a retry should back off, not spin.
             pending_request.routing_context.should_backoff = True
+        self._draining.ensure_running()
         now = time.monotonic()
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
         for rid, replica in by_id.items():

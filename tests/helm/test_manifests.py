@@ -9,6 +9,8 @@ import re
 from prometheus_client.metrics_core import Metric
 
 from serve.api.metrics import ApiMetrics
+from serve.autoscaling.decision import SIGNALS, ScalingDecision
+from serve.autoscaling.scaling_metrics import scaling_registry
 from serve.k8s import render_manifests
 from serve.k8s.helm import CHART_DIR
 
@@ -29,7 +31,10 @@ def test_every_profile_has_manifests(helm: str) -> None:
 def _exported_names() -> set[str]:
     names: set[str] = set()
     family: Metric
-    for family in ApiMetrics().registry.collect():
+    decision = ScalingDecision(at=0.0, replicas=1, running=1, target=1,
+                               demand=dict.fromkeys(SIGNALS, 1.0))
+    scaling = scaling_registry(lambda: decision).collect()
+    for family in [*ApiMetrics().registry.collect(), *scaling]:
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
         names.update(family.name + s for s in suffixes.get(family.type, [""]))
     return names
@@ -42,5 +47,6 @@ def test_dashboard_plots_only_exported_r1serve_metrics() -> None:
     assert used and used <= _exported_names(), used - _exported_names()
     titles = {p["title"] for p in dashboard["panels"]}
     for needed in ("Time to first token", "Inter-token latency", "Token throughput", "Queue",
-                   "KV-cache usage", "Prefix-cache hit rate", "Engine replicas"):
+                   "KV-cache usage", "Prefix-cache hit rate", "Engine replicas",
+                   "Autoscaling: replicas"):
         assert needed in titles

@@ -44,6 +44,8 @@ TOGGLES: dict[str, tuple[str, ...]] = {
                        "grafana.dashboard.enabled=false", "autoscaler.enabled=false"),
     "loadtest": ("loadtest.enabled=true", "loadtest.resultsClaim=results"),
     "fixed-replicas": ("config.autoscaling.min_replicas=2", "config.autoscaling.max_replicas=2"),
+    "scale-from-zero": ("config.autoscaling.min_replicas=0",
+                        "config.autoscaling.targets.cold_start_s=600"),
     "upgrade-none": ("rayService.upgradeStrategy=None",),
 }
 

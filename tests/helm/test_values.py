@@ -112,6 +112,8 @@ def test_config_schema_is_r1serve_config() -> None:
      "weights.download.mode=job needs weights.storage=pvc"),
     (("profile=h200x8", "apiKeys.existingSecret="), "apiKeys.existingSecret is required"),
     (("profile=h200x8", "config.engine.ep_sise=8"), "additional properties 'ep_sise'"),
+    (("profile=h200x8", "config.autoscaling.targets.downscale_delay_s=60"),
+     "additional properties 'downscale_delay_s'"),
     (("profile=h200x8", "image.tag=latest"), "/image/tag"),
 ])
 def test_missing_or_wrong_values_fail_with_their_message(template, sets: tuple[str, ...],
