@@ -132,18 +132,19 @@ class ScalingTargetsSection(_Section):
     """The token-load policy's objectives and planning: `ScalingTargets` less its DERIVED."""
 
     ttft_p90_s: float = Field(_TARGETS.ttft_p90_s, gt=0, description="Objective: time to "
-                              "first token, 90th percentile, seconds. Missing it (or the p99) "
-                              "adds a replica beyond those serving.")
+                              "first token, 90th percentile, seconds. Where more than 10% of "
+                              "first tokens miss it, the policy plans replicas' KV less full.")
     ttft_p99_s: float = Field(_TARGETS.ttft_p99_s, gt=0, description="Objective: time to "
                               "first token, 99th percentile, seconds (long prompts prefill for "
-                              "seconds on their own).")
+                              "seconds on their own); more than 1% over it does the same.")
     itl_s: float = Field(_TARGETS.itl_s, gt=0, description="Objective: mean inter-token "
                          "latency of a stream, seconds; with itl_utilization it sets how many "
                          "streams a replica is planned to decode.")
     kv_utilization: float = Field(
-        _TARGETS.kv_utilization, gt=0, le=1, description="Share of a replica's KV cache to "
+        _TARGETS.kv_utilization, gt=0, le=1, description="Most of a replica's KV cache to "
         "plan on: the KV of tens of R1 streams swings as long ones start and end, and the "
-        "rest keeps admissions from stalling.")
+        "rest keeps admissions from stalling. The policy plans lower where TTFT shows it must "
+        "(it learns the KV share at which TTFT meets its objectives).")
     prefill_utilization: float = Field(
         _TARGETS.prefill_utilization, gt=0, le=1, description="Share of a replica's measured "
         "prefill speed to plan on (at 0.7 a prompt waits about one prefill on average).")
@@ -155,14 +156,16 @@ class ScalingTargetsSection(_Section):
         "serving (nodes, placement, weights, CUDA graphs), until the policy has measured one; "
         "with upscale_delay_s it is how far ahead the policy sizes the fleet.")
     trend_window_s: float = Field(
-        _TARGETS.trend_window_s, gt=0, description="Seconds of arrival load (tokens/s) the "
-        "trend is fitted over; the forecast extends the trend one cold start ahead.")
+        _TARGETS.trend_window_s, gt=0, description="Seconds of arrival rate the "
+        "trend is fitted over; the forecast extends the trend one cold start ahead and scales "
+        "it by the mean request in tokens.")
     burst_window_s: float = Field(
-        _TARGETS.burst_window_s, gt=0, description="Seconds over which the spread of the "
-        "arrival load about its trend is measured.")
+        _TARGETS.burst_window_s, gt=0, description="Seconds over which the errors of "
+        "past forecasts (each judged when its time came) are measured, and the mean request "
+        "in tokens.")
     burst_z: float = Field(_TARGETS.burst_z, ge=0, description="Headroom for bursts, in "
-                           "spreads of the arrival load about its trend (2: about 98% of a "
-                           "normal spread's upside); 0: none.")
+                           "spreads (root mean square) of the forecasts' errors (2: about 98% "
+                           "of a normal spread's upside); 0: none.")
     scale_down_fill: float = Field(
         _TARGETS.scale_down_fill, gt=0, le=1, description="Remove a replica only when the "
         "load needs at most this share of one fewer: a margin against adding it back at the "

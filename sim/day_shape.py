@@ -78,4 +78,5 @@ def _copy(req: SimRequest, k: int, rid: int, arrival: float) -> SimRequest:
     blocks = req.blocks if k == 0 else tuple(b + k * _ID_STRIDE for b in req.blocks)
     session = req.session if k == 0 or req.session is None else f"{req.session}/{k}"
     return replace(req, rid=rid, arrival=arrival, blocks=blocks, session=session, replica=-1,
-                   cached_tokens=0, first_token_at=None, finished_at=None, cut=False)
+                   cached_tokens=0, prefill_at=None, first_token_at=None, finished_at=None,
+                   cut=False)

@@ -74,6 +74,7 @@ class SimRequest:
     session: str | None = None
     replica: int = -1
     cached_tokens: int = 0
+    prefill_at: float | None = None  # when its prefill began (queueing ends)
     first_token_at: float | None = None
     finished_at: float | None = None
     cut: bool = False  # ended by a drain deadline, not by finishing
@@ -208,7 +209,7 @@ class ReplicaModel:
             self._prefilling = False
             req = self.queue.popleft()
             req.first_token_at = self.t
-            self.meter.first_token(self.t, self.t - req.arrival)
+            self.meter.first_token(self.t, self.t - req.arrival, req.prefill_at - req.arrival)
             self._cache_insert(req.blocks)
             mark = self._decoded + max(0, req.output_tokens - 1)
             self._start_mark[req.rid] = self._decoded
@@ -240,6 +241,7 @@ class ReplicaModel:
             return  # wait for a stream to end
         gpu_hit, host_hit = self._cache_match(req.blocks, req.prompt_tokens)
         req.cached_tokens = gpu_hit + host_hit
+        req.prefill_at = self.t
         self.meter.prefix_matched(req.prompt_tokens, req.cached_tokens)
         uncached = req.prompt_tokens - req.cached_tokens
         self._head_work = max(1.0, uncached + self.spec.host_load_cost * host_hit)

@@ -40,6 +40,10 @@ from sim.replica_model import ReplicaSpec, SimRequest
 from sim.workload import load_azure, load_mooncake, synthetic_reasoning
 
 TARGET_ATTAINMENT = 0.99
+# Requests per second at the day's peak: what 15-20 modelled 8xH200 replicas serve at 99%, so
+# the fleet has sizes to choose between. Azure's prompts are a tenth of Mooncake's, so its
+# streams hold less KV and a replica runs more of them.
+PEAK_RATE = {"mooncake": 2.4, "azure": 8.0}
 
 
 @dataclass(frozen=True)
@@ -114,9 +118,8 @@ class ServePolicy:
             last_scale_up_time=None, last_scale_down_time=None, current_time=now,
             config=self.config)
         replicas, self.state = self.policy(ctx)
-        draining = (self.state.get("r1serve") or {}).get("draining")
-        return ScaleDecision(math.ceil(replicas),
-                             frozenset() if draining is None else frozenset({int(draining)}))
+        draining = (self.state.get("r1serve") or {}).get("draining") or ()
+        return ScaleDecision(math.ceil(replicas), frozenset(int(r) for r in draining))
 
 
 class Fixed:
@@ -286,6 +289,17 @@ def verdict(ours: Summary, frontier: list[Summary], steady: bool) -> str:
             f"{TARGET_ATTAINMENT:.0%}: {'met' if met else 'NOT met'} (>= 99% at <= 0.75x)")
 
 
+def starting_fleet(frontier: list[Summary], workload: Workload) -> int:
+    """What a deployment that has run for days holds at the start of the replay: the fixed
+    fleet that meets the target, cut to the trough's share of the load for a day."""
+    names = {r.policy for r in frontier}
+    pooled_frontier = [pooled(n, [r for r in frontier if r.policy == n]) for n in names]
+    best = cheapest_as_good(pooled_frontier, TARGET_ATTAINMENT) or max(
+        pooled_frontier, key=lambda r: r.attainment)
+    n = int(best.policy.removeprefix("fixed-"))
+    return max(1, math.ceil(n * workload.day.trough_share)) if workload.shape == "day" else n
+
+
 def _fixed_range(text: str) -> list[int]:
     parts = [int(x) for x in text.split(":")]
     lo, hi, step = (parts + [1])[:3] if len(parts) > 1 else (parts[0], parts[0], 1)
@@ -302,14 +316,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--outputs", choices=["trace", "r1"], default="r1",
                    help="the trace's output lengths or R1-like ones")
     p.add_argument("--day-hours", type=float, default=DayShape.hours)
-    p.add_argument("--peak-rate", type=float, default=DayShape.peak_rate, help="req/s")
+    peaks = ", ".join(f"{k} {v:g}" for k, v in PEAK_RATE.items())
+    p.add_argument("--peak-rate", type=float, default=None,
+                   help=f"req/s at the day's peak (default: what ~15-20 modelled replicas "
+                        f"serve: {peaks})")
     p.add_argument("--trough", type=float, default=DayShape.trough_share)
     p.add_argument("--bursts", type=int, default=DayShape.bursts)
     p.add_argument("--burst-factor", type=float, default=DayShape.burst_factor)
     p.add_argument("--limit", type=int, default=4000, help="steady: the first N requests")
     p.add_argument("--time-scale", type=float, default=0.5, help="steady: rate multiplier")
     p.add_argument("--cold-start", type=float, default=300.0, help="seconds to a new replica")
-    p.add_argument("--initial", type=int, default=2)
+    p.add_argument("--initial", type=int, default=None,
+                   help="replicas the adaptive policies start with (default: the trough's "
+                        "share of the cheapest fixed fleet at >= 99%%, or all of it when "
+                        "steady)")
     p.add_argument("--min-replicas", type=int, default=1)
     p.add_argument("--max-replicas", type=int, default=24)
     p.add_argument("--fixed", type=_fixed_range, default=_fixed_range("6:20:2"),
@@ -326,27 +346,34 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     workload = Workload(args.trace, args.shape, args.outputs,
-                        DayShape(args.day_hours, args.peak_rate, args.trough, args.bursts,
+                        DayShape(args.day_hours, args.peak_rate or PEAK_RATE.get(args.trace, 2.4),
+                                 args.trough, args.bursts,
                                  burst_factor=args.burst_factor),
                         args.limit, args.time_scale)
     slo = Slo(args.ttft_slo, args.itl_slo)
     setup = Setup(ReplicaSpec(host_cache_tokens=args.host_cache_tokens,
                               cold_start_s=args.cold_start),
-                  args.initial, args.min_replicas, args.max_replicas,
+                  args.initial or 1, args.min_replicas, args.max_replicas,
                   target_ongoing_requests=args.target_ongoing,
-                  targets=(("ttft_p90_s", slo.ttft_s), ("itl_s", slo.itl_s),
-                           ("cold_start_s", args.cold_start)))
+                  targets=(("ttft_p90_s", slo.ttft_s), ("ttft_p99_s", slo.ttft_s),
+                           ("itl_s", slo.itl_s), ("cold_start_s", args.cold_start)))
     adaptive = [("serve-default" if p == "serve-default" else p)
                 for p in args.policies.split(",") if p]
     names = [n if n != "serve-default" else f"serve-default@{args.target_ongoing:g}"
              for n in adaptive] + [f"fixed-{n}" for n in args.fixed]
     seeds = list(range(args.seed, args.seed + args.seeds))
-    jobs = [Job(workload, setup, name, seed, slo) for seed in seeds for name in names]
     print(f"{workload.describe(len(workload.requests(seeds[0])))}; cold start "
           f"{args.cold_start:g} s; SLO: TTFT <= {slo.ttft_s:g} s, mean ITL <= {slo.itl_s:g} s; "
           f"seeds {', '.join(map(str, seeds))}", flush=True)
+    fixed = [n for n in names if n.startswith("fixed-")]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(run, jobs))
+        results = list(pool.map(run, [Job(workload, setup, n, seed, slo)
+                                      for seed in seeds for n in fixed]))
+        if args.initial is None:  # the day starts at its trough, with the fleet it needs
+            setup = replace(setup, initial_replicas=starting_fleet(results, workload))
+        print(f"adaptive policies start with {setup.initial_replicas} replicas", flush=True)
+        results += list(pool.map(run, [Job(workload, setup, n, seed, slo)
+                                       for seed in seeds for n in names if n not in fixed]))
     by_seed = {s: [r for r in results if r.seed == s] for s in seeds}
     for seed, rows in by_seed.items():
         print(f"\nseed {seed}\n{HEADER}")

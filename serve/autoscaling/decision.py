@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SIGNALS = ("kv", "prefill", "decode", "ttft")  # the demand signals, in the order shown
+SIGNALS = ("kv", "prefill", "decode")  # the demand signals, in the order shown
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class ScalingDecision:
     forecast_tokens_per_s: float = 0.0  # one horizon ahead
     cold_start_s: float = 0.0  # the horizon
     cold_start_measured: bool = False
-    draining: str | None = None  # the replica sent no new requests, to remove it
+    kv_share: float = 0.0  # of its KV pool a replica may fill while TTFT keeps its objectives
+    draining: tuple[str, ...] = ()  # replicas sent no new requests, to remove them
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -35,7 +36,9 @@ class ScalingDecision:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScalingDecision:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["draining"] = tuple(known.get("draining") or ())  # JSON has lists
+        return cls(**known)
 
     def why(self) -> str:
         """One line for operators: the size asked for, each signal's demand, the forecast."""
@@ -45,6 +48,7 @@ class ScalingDecision:
             return size
         shown = ", ".join(f"{s} {self.demand[s]:.1f}" for s in SIGNALS if s in self.demand)
         start = "measured" if self.cold_start_measured else "configured"
-        return (f"{size}; demand in replicas now: {shown}; load x{self.growth:.2f} one cold "
+        return (f"{size}; demand in replicas now: {shown} (KV planned to "
+                f"{self.kv_share:.0%} full); load x{self.growth:.2f} one cold "
                 f"start ({self.cold_start_s:.0f} s, {start}) ahead, {self.headroom:.0%} headroom "
                 f"for bursts -> {self.needed:.1f} needed")

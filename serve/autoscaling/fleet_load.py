@@ -5,11 +5,11 @@ Serve averages each metric a replica returns from `record_autoscaling_stats()` (
 `serve.engine.replica_stats`) over `look_back_period_s` and hands them to the policy as
 `ctx.aggregated_metrics[name][replica_id]`. The demands:
 
-- `kv`: KV tokens in use plus the prompts waiting to be admitted, over the KV a replica should
-  hold (`kv_utilization` of its pool). Streams grow after admission, so a full pool stalls
-  admissions, and time to first token with them.
-- `prefill`: prompt tokens computed per second plus the queued prompt tokens that must start
-  within the TTFT objective, over a replica's measured prefill speed at `prefill_utilization`.
+- `kv`: KV tokens in use plus the prompts waiting to be admitted, over the KV a replica may
+  hold while TTFT meets its objective (the share `SloShare` learns). Streams grow after
+  admission, so a full pool stalls admissions, and time to first token with them.
+- `prefill`: prompt tokens computed per second over a replica's measured prefill speed at
+  `prefill_utilization` (prompts queued for want of KV are the `kv` signal's).
 - `decode`: the larger of the streams now running or waiting over the streams a replica
   decodes within the ITL objective, and the output tokens per second the arrivals are expected
   to take over what a replica decodes per second at that many streams. Expected output, not
@@ -18,12 +18,15 @@ Serve averages each metric a replica returns from `record_autoscaling_stats()` (
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from serve.autoscaling.replica_capacity import Capacity, ReplicaSample
 from serve.autoscaling.targets import ScalingTargets
+from serve.engine.load_meter import TTFT_THRESHOLDS_S
+from serve.engine.replica_stats import ttft_over_key
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,18 @@ class ReplicaLoad:
     itl_mean_s: float | None = None
     prefill_capacity_tokens_per_s: float | None = None
 
+    first_tokens_per_s: float = 0.0
+    ttft_over_per_s: tuple[float, ...] = ()  # per `TTFT_THRESHOLDS_S`
+    ttft_over_waiting_per_s: tuple[float, ...] = ()  # ... those only queueing made late
+
     @classmethod
     def from_metrics(cls, replica_id: Any, m: Mapping[str, float]) -> ReplicaLoad:
-        known = {f.name for f in fields(cls)} - {"replica_id"}
-        return cls(replica_id, **{k: float(v) for k, v in m.items() if k in known})
+        counted = ("ttft_over_per_s", "ttft_over_waiting_per_s")
+        known = {f.name for f in fields(cls)} - {"replica_id", *counted}
+        over, waiting = (tuple(float(m.get(ttft_over_key(t, w), 0.0)) for t in TTFT_THRESHOLDS_S)
+                         for w in (False, True))
+        return cls(replica_id, **{k: float(v) for k, v in m.items() if k in known},
+                   ttft_over_per_s=over, ttft_over_waiting_per_s=waiting)
 
     def sample(self) -> ReplicaSample:
         return ReplicaSample(self.kv_tokens_total, self.max_running, self.running,
@@ -108,28 +119,41 @@ class FleetLoad:
         streams = sum(b for b, _ in weighted)
         return sum(b * y for b, y in weighted) / streams if streams > 0 else None
 
-    def ttft_s(self) -> tuple[float | None, float | None]:
-        """TTFT p90 (mean over replicas, weighted by arrivals) and p99 (the worst replica)."""
-        p90 = [(x.arrival_requests_per_s, x.ttft_p90_s) for x in self.replicas
-               if x.ttft_p90_s is not None]
-        weight = sum(w for w, _ in p90)
-        mean90 = (sum(w * v for w, v in p90) / weight if weight > 0 else
-                  max((v for _, v in p90), default=None))
-        p99 = [x.ttft_p99_s for x in self.replicas if x.ttft_p99_s is not None]
-        return mean90, max(p99, default=None)
+    def first_tokens_over(self, objective_s: float, waiting: bool = False) -> float:
+        """First tokens per second, fleet-wide, slower than `objective_s` (with `waiting`:
+        those only queueing made late): the replicas' counts over the thresholds either side
+        of it, interpolated in log time."""
+        counts = [x.ttft_over_waiting_per_s if waiting else x.ttft_over_per_s
+                  for x in self.replicas]
+        over = [sum(c[i] for c in counts if c) for i in range(len(TTFT_THRESHOLDS_S))]
+        if objective_s <= TTFT_THRESHOLDS_S[0]:
+            return over[0]
+        for i in range(1, len(TTFT_THRESHOLDS_S)):
+            lo, hi = TTFT_THRESHOLDS_S[i - 1], TTFT_THRESHOLDS_S[i]
+            if objective_s <= hi:
+                f = math.log(objective_s / lo) / math.log(hi / lo)
+                return over[i - 1] + f * (over[i] - over[i - 1])
+        return over[-1]
 
-    def demand(self, cap: Capacity, t: ScalingTargets) -> dict[str, float]:
+    def kv_wanted(self) -> float:
+        """KV tokens in use plus the prompts waiting for KV, at the replicas and the handle."""
+        return (sum(x.kv_utilization * x.kv_tokens_total for x in self.replicas)
+                + self.total("queued_prefill_tokens")
+                + self.at_handle * self.mean_prompt_tokens())
+
+    def kv_share(self) -> float:
+        """`kv_wanted` over the replicas' pools."""
+        pool = self.total("kv_tokens_total")
+        return self.kv_wanted() / pool if pool > 0 else 0.0
+
+    def demand(self, cap: Capacity, t: ScalingTargets, kv_share: float) -> dict[str, float]:
         """Replicas each signal needs for the load now (see the module's docstring)."""
         out: dict[str, float] = {}
         if cap.kv_tokens > 0:
-            kv = (sum(x.kv_utilization * x.kv_tokens_total for x in self.replicas)
-                  + self.total("queued_prefill_tokens")
-                  + self.at_handle * self.mean_prompt_tokens())
-            out["kv"] = kv / (cap.kv_tokens * t.kv_utilization)
+            out["kv"] = self.kv_wanted() / (cap.kv_tokens * kv_share)
         if cap.prefill_tokens_per_s:
-            work = (self.total("prefill_tokens_per_s")
-                    + self.total("queued_prefill_tokens") / t.ttft_p90_s)
-            out["prefill"] = work / (cap.prefill_tokens_per_s * t.prefill_utilization)
+            out["prefill"] = self.total("prefill_tokens_per_s") / (
+                cap.prefill_tokens_per_s * t.prefill_utilization)
         if cap.streams != float("inf"):
             streams = self.total("running") + self.total("waiting") + self.at_handle
             out["decode"] = streams / max(cap.streams, 1.0)

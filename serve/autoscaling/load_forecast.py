@@ -1,12 +1,16 @@
-"""`LoadForecast`: the fleet's arrival rate in tokens, its trend and its burstiness.
+"""`LoadForecast`: the fleet's arrival rate in tokens, its trend, and how far off the trend
+has been one horizon on.
 
 A replica asked for now serves only after its cold start, so the policy sizes the fleet for the
-load one cold start ahead. The forecast fits a line to the fleet's arrival rate (prompt plus
-expected decode tokens per second, summed over replicas) over `trend_window_s` and reads it at
-the horizon. Bursts are what the line does not explain: the spread of the samples around their
-own trend over `burst_window_s`, as a share of the level. The policy keeps `z` spreads of it
-as headroom, so a burst shorter than a cold start, which no scale-up can catch, still finds
-room.
+load one horizon ahead. The load is tokens arriving per second (prompt plus expected decode,
+summed over replicas): the arrival rate of requests times their mean tokens. The two move on
+different clocks and the second is noisy (a minute of R1 traffic may hold one 100K-token prompt
+or none), so the forecast fits a line to the request rate over `trend_window_s`, reads it at
+the horizon, and multiplies by the mean tokens per request over `burst_window_s`. Every
+forecast is kept until its time comes and then compared with the line's level then: the spread
+of those errors over `burst_window_s`, as a share of the level, is the load's burstiness as the
+policy meets it. Smooth traffic that the trend follows earns little headroom; bursts the trend
+cannot see coming earn more, for as long as they keep coming.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Forecast:
-    level: float  # tokens/s now, on the fitted line
-    ahead: float  # tokens/s one horizon ahead, on the line (never below zero)
-    spread: float  # the samples' spread about their trend, as a share of the level
+    level: float = 0.0  # tokens/s now, on the fitted line
+    ahead: float = 0.0  # tokens/s one horizon ahead, on the line (never below zero)
+    spread: float = 0.0  # root-mean-square error of past forecasts, as a share of the level
 
     def growth(self) -> float:
         """How much more (or less) load one horizon ahead than now."""
@@ -34,67 +38,53 @@ class LoadForecast:
                  sample_s: float = 10.0) -> None:
         self.trend_window_s, self.burst_window_s, self.sample_s = (
             trend_window_s, burst_window_s, sample_s)
-        self._samples: deque[tuple[float, float]] = deque()
-        self._spread = 0.0  # recomputed with each sample: Serve asks many times a second
+        self._samples: deque[tuple[float, float]] = deque()  # (when, requests/s)
+        self._sizes: deque[tuple[float, float, float]] = deque()  # (when, requests, tokens)
+        self._due: deque[tuple[float, float]] = deque()  # (when, forecast load) not yet due
+        self._errors: deque[tuple[float, float]] = deque()  # (when, relative error)
+        self.latest = Forecast()
 
-    def add(self, now: float, tokens_per_s: float) -> None:
+    def update(self, now: float, requests_per_s: float, tokens_per_s: float,
+               horizon_s: float) -> Forecast:
+        """Take a sample (unless one was taken less than `sample_s` ago) and forecast."""
         if self._samples and now - self._samples[-1][0] < self.sample_s:
-            return
-        self._samples.append((now, tokens_per_s))
-        keep = max(self.trend_window_s, self.burst_window_s)
-        while self._samples and self._samples[0][0] < now - keep:
+            return self.latest
+        self._samples.append((now, requests_per_s))
+        while self._samples and self._samples[0][0] < now - self.trend_window_s:
             self._samples.popleft()
-        self._spread = self._spread_about_trend(now)
-
-    def at(self, now: float, horizon_s: float) -> Forecast:
-        recent = [(t, v) for t, v in self._samples if t >= now - self.trend_window_s]
-        if not recent:
-            return Forecast(0.0, 0.0, 0.0)
-        slope, level = _line(recent, now)
+        self._sizes.append((now, requests_per_s, tokens_per_s))
+        while self._sizes and self._sizes[0][0] < now - self.burst_window_s:
+            self._sizes.popleft()
+        requests = sum(r for _, r, _ in self._sizes)
+        per_request = sum(x for _, _, x in self._sizes) / requests if requests > 0 else 0.0
+        slope, level = _line(self._samples, now)
         level = max(level, 0.0)
-        return Forecast(level, max(0.0, level + slope * horizon_s),
-                        self._spread / level if level > 0 else 0.0)
-
-    def _spread_about_trend(self, now: float) -> float:
-        """Root-mean-square distance of the samples over the burst window from the trend line
-        of their own neighbourhood (one trend window centred on each): sliding sums, so one
-        pass."""
-        # times from `now`: wall-clock seconds squared would swamp the sums' precision
-        pts = [(t - now, v) for t, v in self._samples if t >= now - self.burst_window_s]
-        half = self.trend_window_s / 2
-        sums = [0.0] * 5  # n, t, v, t^2, t*v of the points in the neighbourhood
-        lo = hi = 0
-        total, n = 0.0, 0
-        for t, v in pts:
-            while hi < len(pts) and pts[hi][0] <= t + half:
-                _shift(sums, pts[hi], +1.0)
-                hi += 1
-            while pts[lo][0] < t - half:
-                _shift(sums, pts[lo], -1.0)
-                lo += 1
-            k, st, sv, stt, stv = sums
-            var = stt - st * st / k
-            if k < 3 or var <= 1e-9:
-                continue
-            slope = (stv - st * sv / k) / var
-            total += (v - (sv / k + slope * (t - st / k))) ** 2
-            n += 1
-        return math.sqrt(total / n) if n else 0.0
+        if now - self._samples[0][0] < self.trend_window_s / 2:
+            slope = 0.0  # too short a span for a trend: assume none, and judge no forecast
+            self._due.clear()
+        while self._due and self._due[0][0] <= now:
+            _, forecast = self._due.popleft()
+            if level > 0:
+                self._errors.append((now, (level - forecast) / level))
+        while self._errors and self._errors[0][0] < now - self.burst_window_s:
+            self._errors.popleft()
+        ahead = max(0.0, level + slope * horizon_s)
+        if now - self._samples[0][0] >= self.trend_window_s / 2:
+            self._due.append((now + horizon_s, ahead))
+        spread = (math.sqrt(sum(e * e for _, e in self._errors) / len(self._errors))
+                  if self._errors else 0.0)
+        self.latest = Forecast(level * per_request, ahead * per_request, spread)
+        return self.latest
 
 
-def _shift(sums: list[float], point: tuple[float, float], sign: float) -> None:
-    t, v = point
-    for i, x in enumerate((1.0, t, v, t * t, t * v)):
-        sums[i] += sign * x
-
-
-def _line(points: list[tuple[float, float]], at: float) -> tuple[float, float]:
-    """Least-squares slope of `points` and the line's value at `at`."""
+def _line(points: deque[tuple[float, float]], at: float) -> tuple[float, float]:
+    """Least-squares slope of `points` and the line's value at `at` (times taken from `at`:
+    wall-clock seconds squared would swamp the sums' precision)."""
     n = len(points)
-    mt = sum(t for t, _ in points) / n
+    mt = sum(t - at for t, _ in points) / n
     mv = sum(v for _, v in points) / n
-    var = sum((t - mt) ** 2 for t, _ in points)
+    var = sum((t - at - mt) ** 2 for t, _ in points)
     if var <= 0:
         return 0.0, mv
-    slope = sum((t - mt) * (v - mv) for t, v in points) / var
-    return slope, mv + slope * (at - mt)
+    slope = sum((t - at - mt) * (v - mv) for t, v in points) / var
+    return slope, mv - slope * mt

@@ -35,8 +35,8 @@ _DECIDED: Gauges = {
                          lambda d: d.running),
     "target_replicas": ("Serve's target before the decision: replicas serving plus starting.",
                         lambda d: d.target),
-    "draining": ("1 while a replica is being drained (sent no new requests) to remove it.",
-                 lambda d: float(d.draining is not None)),
+    "draining": ("Replicas being drained (sent no new requests) to remove them.",
+                 lambda d: float(len(d.draining))),
     "decision_timestamp_seconds": ("When the policy decided (Unix time); an old value means "
                                    "the policy no longer posts.", lambda d: d.at),
 }
@@ -57,11 +57,13 @@ _PLANNED: Gauges = {
                            lambda d: d.cold_start_s),
     "cold_start_measured": ("1 when the cold start is measured, 0 while it is the configured "
                             "targets.cold_start_s.", lambda d: float(d.cold_start_measured)),
+    "kv_share_ratio": ("Share of its KV pool a replica is planned to fill: what TTFT has shown "
+                       "it can, at most targets.kv_utilization.", lambda d: d.kv_share),
 }
 DEMAND = "demand_replicas"
-DEMAND_HELP = ("Replicas each signal needs for the load now: kv (KV cache), prefill (queued "
-               "prompt tokens), decode (expected decode work), ttft (present only while the "
-               "TTFT objective is missed).")
+DEMAND_HELP = ("Replicas each signal needs for the load now: kv (KV in use and prompts "
+               "waiting for it), prefill (prompt tokens computed per second), decode (streams "
+               "and expected decode work).")
 
 
 class ScalingCollector(Collector):

@@ -22,8 +22,9 @@ class ScalingTargets:
     ttft_p99_s: float = 15.0  # ... 99th: long prompts prefill for seconds on their own
     itl_s: float = 0.2  # mean inter-token latency of a stream (5 tokens/s reads as slow)
     # -- how much of a replica to plan on
-    # KV in use: a replica holds tens of R1 streams, whose KV swings by about 1/sqrt(streams)
-    # (15% at 40) as long ones start and end; the rest keeps admissions from stalling.
+    # KV in use, at most: a replica holds tens of R1 streams, whose KV swings by about
+    # 1/sqrt(streams) (15% at 40) as long ones start and end; the rest keeps admissions from
+    # stalling. The policy plans lower where TTFT shows it must (`SloShare`).
     kv_utilization: float = 0.75
     # Prefill: a queue served at 70% of its speed waits about one prompt's prefill on average.
     prefill_utilization: float = 0.7
@@ -35,9 +36,12 @@ class ScalingTargets:
     downscale_delay_s: float = 300.0  # spare capacity must last this long before a drain
     drain_deadline_s: float = 600.0  # a removed replica's streams get this long to finish
     # -- forecast
-    trend_window_s: float = 900.0  # the arrival trend's fit: ~90 samples, minutes of a ramp
-    burst_window_s: float = 3600.0  # the spread about the trend is measured over this
-    burst_z: float = 2.0  # headroom in spreads: ~98% of a normal spread's upside
+    # The arrival trend's fit. The slope's error falls with the window to the power 1.5: with
+    # ~1 request/s measured over minute windows, half an hour holds ~30 independent samples,
+    # while a day's ramp (hours) is still a line over it.
+    trend_window_s: float = 1800.0
+    burst_window_s: float = 3600.0  # the forecast's errors are measured over this
+    burst_z: float = 2.0  # headroom in spreads of those errors: ~98% of a normal upside
     # Remove a replica only when the load needs at most this share of one fewer: a margin
     # against adding it back at the next fluctuation.
     scale_down_fill: float = 0.9

@@ -132,6 +132,11 @@ class EngineStats:
     cached_block_hashes: tuple[int, ...] = ()  # chain hashes of the page-sized blocks held
     ttft_p90_s: float | None = None  # recent time to first token, 90th percentile
     ttft_p99_s: float | None = None  # ... and 99th
+    first_tokens_per_s: float = 0.0  # first tokens sent per second, recently
+    # ... of which slower than each of `load_meter.TTFT_THRESHOLDS_S`, per second
+    ttft_over_per_s: tuple[float, ...] = ()
+    # ... and of those, the ones in time but for queueing before their prefill
+    ttft_over_waiting_per_s: tuple[float, ...] = ()
     decode_bound_tokens: int = 0  # max_tokens - generated summed: the most still to decode
     longest_decode_bound_tokens: int = 0  # the largest of those: what a drain must wait for
     max_running: int = 0  # streams the engine decodes at once (0: not known)

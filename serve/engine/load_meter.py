@@ -15,6 +15,7 @@ Decode work is reported twice, because two consumers need different things of it
 
 from __future__ import annotations
 
+import bisect
 import collections
 import math
 from collections.abc import Iterable
@@ -27,6 +28,12 @@ RATE_WINDOW_S = 60.0  # arrivals and prefill speed: long enough to hold a few R1
 THROUGHPUT_WINDOW_S = 10.0  # generation rate and inter-token latency: the recent past
 TTFT_WINDOW_S = 60.0  # the TTFT percentiles the autoscaler sees cover this recent past
 LEARNT_FINISHES = ("stop", "length")  # an abort or an error says nothing of the length
+# First tokens slower than each of these are counted: summed over replicas, the counts give the
+# fleet's share of requests over any TTFT objective (percentiles cannot be summed). They are
+# counted twice: all of them, and those that only waiting made late (without the time the
+# request queued before its prefill began, it would have been in time): the misses more
+# capacity can cure.
+TTFT_THRESHOLDS_S = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,9 @@ class LoadMeter:
         self._arrivals = _Buckets(RATE_WINDOW_S, 3)  # requests, prompt, expected decode
         self._prefill = _Buckets(RATE_WINDOW_S, 2)  # prefill tokens, seconds spent on them
         self._decode = _Buckets(THROUGHPUT_WINDOW_S, 2)  # decode tokens, tokens x step time
-        self._ttfts: collections.deque[tuple[float, float]] = collections.deque(maxlen=2048)
+        # (when, TTFT, TTFT less the queueing before prefill began)
+        self._ttfts: collections.deque[tuple[float, float, float]] = collections.deque(
+            maxlen=2048)
         self.prompt_tokens = 0  # cumulative, over requests whose prefill started
         self.cached_tokens = 0  # of those, served from the prefix cache
 
@@ -120,8 +129,10 @@ class LoadMeter:
         if decode_tokens > 0:
             self._decode.add(start, now, (decode_tokens, decode_tokens * step_s))
 
-    def first_token(self, now: float, ttft_s: float) -> None:
-        self._ttfts.append((now, ttft_s))
+    def first_token(self, now: float, ttft_s: float, waited_s: float | None = None) -> None:
+        """A request's first token left; it had queued `waited_s` of that before its prefill
+        began (None: not known, so all of the TTFT counts as waiting)."""
+        self._ttfts.append((now, ttft_s, 0.0 if waited_s is None else ttft_s - waited_s))
 
     def finished(self, output_tokens: int, reason: str) -> None:
         """A request ended; a natural end (or the max_tokens cap) teaches the distribution."""
@@ -151,7 +162,14 @@ class LoadMeter:
         arrived, arrived_prompt, arrived_decode = self._arrivals.sums(now)
         prefilled, prefill_s = self._prefill.sums(now)
         decoded, decode_time = self._decode.sums(now)
-        ttft90, ttft99 = self._ttft_percentiles(now)
+        recent = self._recent_ttfts(now)
+        ttfts = sorted(ttft for ttft, _ in recent)
+        ttft90, ttft99 = _percentile(ttfts, 0.9), _percentile(ttfts, 0.99)
+        ttft_up = max(1.0, min(TTFT_WINDOW_S, now - self.created_at))
+        over = tuple((len(ttfts) - bisect.bisect_right(ttfts, t)) / ttft_up
+                     for t in TTFT_THRESHOLDS_S)
+        over_waiting = tuple(sum(1 for ttft, unqueued in recent if unqueued <= t < ttft)
+                             / ttft_up for t in TTFT_THRESHOLDS_S)
         return EngineStats(
             running=running, waiting=waiting, kv_pages_used=kv_pages_used,
             kv_pages_total=kv_pages_total, page_size=page_size, queued_prefill_tokens=queued,
@@ -159,6 +177,8 @@ class LoadMeter:
             prefix_cache_hit_tokens=self.cached_tokens, prompt_tokens=self.prompt_tokens,
             generation_tokens_per_s=decoded / min(THROUGHPUT_WINDOW_S, up),
             cached_block_hashes=cached_block_hashes, ttft_p90_s=ttft90, ttft_p99_s=ttft99,
+            first_tokens_per_s=len(ttfts) / ttft_up, ttft_over_per_s=over,
+            ttft_over_waiting_per_s=over_waiting,
             decode_bound_tokens=bound, longest_decode_bound_tokens=longest,
             max_running=max_running,
             itl_mean_s=decode_time / decoded if decoded > 0 else None,
@@ -169,12 +189,12 @@ class LoadMeter:
             arrival_decode_tokens_per_s=arrived_decode / up,
         )
 
-    def _ttft_percentiles(self, now: float) -> tuple[float | None, float | None]:
+    def _recent_ttfts(self, now: float) -> list[tuple[float, float]]:
+        """(TTFT, TTFT less queueing) of the window's first tokens."""
         while self._ttfts and now - self._ttfts[0][0] > TTFT_WINDOW_S:
             self._ttfts.popleft()
-        ordered = sorted(v for _, v in self._ttfts)
-        if not ordered:
-            return None, None
-        last = len(ordered) - 1
-        return ordered[min(last, int(0.9 * len(ordered)))], ordered[min(last,
-                                                                        int(0.99 * len(ordered)))]
+        return [(ttft, unqueued) for _, ttft, unqueued in self._ttfts]
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None

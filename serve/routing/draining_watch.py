@@ -62,8 +62,7 @@ class DrainingWatch:
             log.info("reading the scaling decision again")
         self._failing = False
         fresh = decision is not None and self._clock() - decision.at <= STALE_S
-        draining = decision.draining if fresh else None
-        self.apply(() if draining is None else (draining,))
+        self.apply(decision.draining if fresh else ())
 
     async def _run(self) -> None:
         while True:

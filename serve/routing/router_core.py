@@ -126,7 +126,11 @@ class RouterCore:
         scored = [self._score(v, request, now, i / mean - 1.0 if mean > 0 else 0.0)
                   for v, i in zip(views, intakes, strict=True)]
         sticky = self._sessions.get(request.session_id) if request.session_id else None
-        by_cost = sorted(scored, key=lambda s: (s.cost, s.load, self._rng.random()))
+        # A prompt sent where its KV does not fit waits for streams to end (minutes, for R1):
+        # no cache hit repays that, so replicas with room come first whatever their cost.
+        full = self.knobs.kv_hard_limit
+        by_cost = sorted(scored, key=lambda s: (s.kv_utilization >= full, s.cost, s.load,
+                                                self._rng.random()))
         for s in scored:
             if s.replica_id == sticky and not self._overloaded(s, scored):
                 rest = tuple(c.replica_id for c in by_cost if c is not s)

@@ -127,3 +127,17 @@ def test_missing_or_wrong_values_fail_with_their_message(template, sets: tuple[s
 
 def test_values_file_is_in_the_chart() -> None:
     assert Path(CHART_DIR / "values.yaml").is_file()
+
+
+def test_the_token_load_targets_shown_in_each_profile_are_the_defaults():
+    """Each profile lists every token-load knob 'at its default': that must stay true when a
+    default changes."""
+    from dataclasses import asdict
+
+    from serve.autoscaling.targets import DERIVED, ScalingTargets
+
+    defaults = {k: v for k, v in asdict(ScalingTargets()).items() if k not in DERIVED}
+    for name, profile in VALUES["profiles"].items():
+        targets = (profile.get("config") or {}).get("autoscaling", {}).get("targets")
+        if targets is not None:
+            assert targets == defaults, name

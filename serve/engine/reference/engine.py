@@ -290,6 +290,10 @@ class ReferenceEngine(Engine):
         if not any(batches):
             raise RuntimeError("schedulers found work but scheduled nothing")
         started = self._clock()
+        for items in batches:
+            for it in items:
+                if it.seq.prefill_started is None:
+                    it.seq.prefill_started = started
         if started - self._stats_at > _STATS_INTERVAL_S:
             self._stats, self._stats_at = self._snapshot(started), started
         logits = self.executor.run([[self._step_item(it) for it in b] for b in batches])
@@ -326,7 +330,8 @@ class ReferenceEngine(Engine):
               now: float) -> None:
         seq.token_ids.append(token)
         if seq.num_generated == 1:
-            self.meter.first_token(now, now - seq.arrival_time)
+            self.meter.first_token(now, now - seq.arrival_time,
+                                   seq.prefill_started - seq.arrival_time)
         _, out, _ = self._live[seq.request_id]
         text, finish = out.append(token)
         usage = None

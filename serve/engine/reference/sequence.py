@@ -38,6 +38,7 @@ class Sequence:
     cached_prompt_tokens: int | None = None  # prefix-cache hit at first admission
     generator: torch.Generator | None = None
     arrival_time: float = field(default_factory=time.monotonic)  # by the engine's clock
+    prefill_started: float | None = None  # when a step first computed its prompt
 
     def __post_init__(self) -> None:
         if not self.token_ids:

@@ -213,7 +213,7 @@ class SGLangEngine(Engine):
         now = self._clock()
         if live.tokens == 0:
             self.meter.prefix_matched(a.prompt_tokens or live.prompt_tokens, a.cached_tokens)
-            self.meter.first_token(now, now - live.arrival)
+            self.meter.first_token(now, now - live.arrival, a.queue_time_s)
             # Tokens beyond the first in the first chunk were decoded at a pace it does not
             # show; they count from the next chunk's interval on, not in the ITL.
         else:

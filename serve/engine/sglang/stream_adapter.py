@@ -49,6 +49,7 @@ class StreamAdapter:
         self.completion_tokens = 0
         self.prompt_tokens = 0
         self.cached_tokens = 0
+        self.queue_time_s: float | None = None  # SGLang's meta_info "queue_time"
 
     @property
     def text(self) -> str:
@@ -69,6 +70,8 @@ class StreamAdapter:
         self.completion_tokens = int(meta.get("completion_tokens", len(ids)))
         self.prompt_tokens = int(meta.get("prompt_tokens", 0))
         self.cached_tokens = _cached(meta.get("cached_tokens"))
+        if meta.get("queue_time") is not None:  # seconds queued in SGLang's scheduler
+            self.queue_time_s = float(meta["queue_time"])
         new_ids = tuple(ids[self._num_ids:])
         self._num_ids = max(self._num_ids, len(ids))
         logprobs = self._new_logprobs(meta)

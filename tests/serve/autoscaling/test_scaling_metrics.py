@@ -17,7 +17,8 @@ DECISION = ScalingDecision(
     at=1_700_000_000.0, replicas=4, running=3, target=3,
     demand={"kv": 2.5, "prefill": 1.2, "decode": 3.1}, needed=3.6, growth=1.1, headroom=0.05,
     arrival_tokens_per_s=12_000.0, forecast_tokens_per_s=13_200.0, cold_start_s=420.0,
-    cold_start_measured=True, draining=None, reason="adding for the load one cold start ahead")
+    cold_start_measured=True, kv_share=0.6, draining=(),
+    reason="adding for the load one cold start ahead")
 
 
 class FakeBoard:
@@ -59,6 +60,7 @@ def test_every_gauge_reads_the_decision() -> None:
         ("r1serve_autoscaling_headroom_ratio", ()): 0.05,
         ("r1serve_autoscaling_cold_start_seconds", ()): 420.0,
         ("r1serve_autoscaling_cold_start_measured", ()): 1.0,
+        ("r1serve_autoscaling_kv_share_ratio", ()): 0.6,
         ("r1serve_autoscaling_draining", ()): 0.0,
         ("r1serve_autoscaling_decision_timestamp_seconds", ()): 1_700_000_000.0,
         ("r1serve_autoscaling_demand_replicas", (("signal", "kv"),)): 2.5,
@@ -67,11 +69,11 @@ def test_every_gauge_reads_the_decision() -> None:
     }
 
 
-def test_a_draining_replica_and_a_missed_ttft_show() -> None:
-    d = replace(DECISION, draining="abc123", demand={**DECISION.demand, "ttft": 4.0})
+def test_a_draining_replica_and_the_planned_kv_share_show() -> None:
+    d = replace(DECISION, draining=("abc123",), kv_share=0.55)
     samples = scrape(ScalingCollector(FakeBoard(d).read))
     assert samples[("r1serve_autoscaling_draining", ())] == 1.0
-    assert samples[("r1serve_autoscaling_demand_replicas", (("signal", "ttft"),))] == 4.0
+    assert samples[("r1serve_autoscaling_kv_share_ratio", ())] == 0.55
 
 
 def test_no_decision_means_no_gauges_not_zeros() -> None:
@@ -117,5 +119,5 @@ def test_the_ingress_metrics_carry_the_gauges_with_help_texts() -> None:
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert "r1serve_api_requests" in families  # the ingress's own come first
     ours = {n: f for n, f in families.items() if n.startswith("r1serve_autoscaling_")}
-    assert len(ours) == 13
+    assert len(ours) == 14
     assert all(f.type == "gauge" and f.documentation for f in ours.values())

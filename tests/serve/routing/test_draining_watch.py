@@ -39,7 +39,8 @@ class FakeBoard:
 
 def decision(draining: str | None, age_s: float = 0.0) -> ScalingDecision:
     return ScalingDecision(at=time.time() - age_s, replicas=2, running=3, target=3,
-                           draining=draining, reason="removing the newest replica")
+                           draining=() if draining is None else (draining,),
+                           reason="removing the newest replica")
 
 
 def replica(rid: str) -> SimpleNamespace:

@@ -62,6 +62,20 @@ def test_load_wins_when_the_cached_replica_is_swamped():
     assert c.choose(["a", "b"], request(p), now=1.0).ranked[0] == "a"
 
 
+def test_a_replica_whose_kv_cannot_take_the_prompt_ranks_after_those_that_can():
+    """The whole prompt is cached on b and the queue there is short, but b's KV is full: the
+    prompt would wait there for streams to end, so it goes where it fits."""
+    c = core()
+    p = prompt(1)
+    hashes = tuple(block_hashes(p, PAGE))
+    c.report("a", stats(kv_used_pages=2000), now=0.0)
+    c.report("b", stats(cached=hashes, kv_used_pages=4000), now=0.0)
+    choice = c.choose(["a", "b"], request(p), now=1.0)
+    assert choice.ranked == ("a", "b")
+    c.report("b", stats(cached=hashes, kv_used_pages=2000), now=2.0)  # b has room again
+    assert c.choose(["a", "b"], request(p), now=3.0).ranked[0] == "b"
+
+
 def test_only_a_substantial_match_earns_the_affinity_bonus():
     """A short shared prefix (a system prompt) is worth the compute it saves and no more; a
     conversation's own history, most of the prompt, keeps its bonus."""
