@@ -8,9 +8,10 @@ different clocks and the second is noisy (a minute of R1 traffic may hold one 10
 or none), so the forecast fits a line to the request rate over `trend_window_s`, reads it at
 the horizon, and multiplies by the mean tokens per request over `burst_window_s`. Every
 forecast is kept until its time comes and then compared with the line's level then: the spread
-of those errors over `burst_window_s`, as a share of the level, is the load's burstiness as the
-policy meets it. Smooth traffic that the trend follows earns little headroom; bursts the trend
-cannot see coming earn more, for as long as they keep coming.
+of the load above its forecasts (the root mean square of those errors, counting forecasts the
+load fell short of as 0) over `burst_window_s`, as a share of the level, is the load's
+burstiness as the policy meets it. Smooth traffic that the trend follows earns little
+headroom; bursts the trend cannot see coming earn more, for as long as they keep coming.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 class Forecast:
     level: float = 0.0  # tokens/s now, on the fitted line
     ahead: float = 0.0  # tokens/s one horizon ahead, on the line (never below zero)
-    spread: float = 0.0  # root-mean-square error of past forecasts, as a share of the level
+    spread: float = 0.0  # load above past forecasts, root mean square, as a share of the level
 
     def growth(self) -> float:
         """How much more (or less) load one horizon ahead than now."""
@@ -71,7 +72,9 @@ class LoadForecast:
         ahead = max(0.0, level + slope * horizon_s)
         if now - self._samples[0][0] >= self.trend_window_s / 2:
             self._due.append((now + horizon_s, ahead))
-        spread = (math.sqrt(sum(e * e for _, e in self._errors) / len(self._errors))
+        # Only the load that came above its forecast: headroom is for that; a forecast above
+        # the load costs replica-hours, and the trend corrects it by itself.
+        spread = (math.sqrt(sum(max(e, 0.0) ** 2 for _, e in self._errors) / len(self._errors))
                   if self._errors else 0.0)
         self.latest = Forecast(level * per_request, ahead * per_request, spread)
         return self.latest

@@ -7,8 +7,9 @@ where caches turn over faster than most history comes back, the history that con
 intake on fewer caches lets the others keep), the prefill queued ahead, its outstanding
 decode work and a penalty as its KV cache fills. The cheapest wins; exact ties go to the
 less loaded replica, then to a random one. A session sticks to its replica unless that replica
-is overloaded. Before any replica has reported, the choice is power-of-two-choices on the
-requests this router has in flight.
+is overloaded. Before any replica has reported, a prompt goes where this router sent its
+prefix, if anywhere; otherwise the choice is power-of-two-choices on the requests this router
+has in flight.
 
 Everything here is a pure function of reports, the router's own history and the clock passed
 in, so it is tested without Serve and reused by the trace-replay benchmark.
@@ -120,7 +121,7 @@ class RouterCore:
             return Choice((), 0, "cost")
         views = [self._view(rid) for rid in candidates]
         if request is None or all(v.report is None for v in views):
-            return self._power_of_two(views)
+            return self._before_reports(views, request, now)
         intakes = [v.intake(now, self.knobs.intake_horizon_s) for v in views]
         mean = sum(intakes) / len(intakes)
         scored = [self._score(v, request, now, i / mean - 1.0 if mean > 0 else 0.0)
@@ -181,6 +182,18 @@ class RouterCore:
         least = min(c.load for c in scored)
         return (s.load - least > self.knobs.session_overload_tokens
                 or s.kv_utilization >= self.knobs.kv_hard_limit)
+
+    def _before_reports(self, views: list[ReplicaView], request: RoutedRequest | None,
+                        now: float) -> Choice:
+        """No replica has reported yet: where this router sent the prompt's prefix, if it sent
+        it anywhere, else power of two choices."""
+        if request is not None:
+            cached = {v.replica_id: self._predicted_cached(v, request, now) for v in views}
+            best = max(views, key=lambda v: cached[v.replica_id])
+            if cached[best.replica_id] > 0:
+                rest = tuple(v.replica_id for v in views if v is not best)
+                return Choice((best.replica_id, *rest), cached[best.replica_id], "cost")
+        return self._power_of_two(views)
 
     def _power_of_two(self, views: list[ReplicaView]) -> Choice:
         """Cold start: two random replicas, the one with fewer of our requests in flight."""

@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,7 @@ FAST_METRICS = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
 DOWNSCALE_DELAY_S = 8.0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def app(tiny_fp32_dir):
     config = R1ServeConfig.from_dict({
         "model": {"path": str(tiny_fp32_dir), "context_length": 512},
@@ -42,14 +44,23 @@ def app(tiny_fp32_dir):
         "drain": {"deadline_s": 60.0},
         "app_name": "r1serve-autoscale",
     })
+    with running(config, cpus=4):
+        yield config
+
+
+@contextmanager
+def running(config: R1ServeConfig, cpus: int) -> Iterator[None]:
+    """The app on a local Ray whose Serve pushes autoscaling metrics twice a second."""
     with pytest.MonkeyPatch.context() as env:
         for key, value in FAST_METRICS.items():
             env.setenv(key, value)
-        with local_ray(1, cpus_per_node=4):
+        with local_ray(1, cpus_per_node=cpus):
             start_app(config)
             wait_healthy(config, timeout_s=240, progress=lambda _: None)
-            yield config
-            serve.shutdown()
+            try:
+                yield
+            finally:
+                serve.shutdown()
 
 
 def serving(config: R1ServeConfig) -> int:
@@ -98,7 +109,7 @@ def test_load_adds_a_replica_and_quiet_removes_one(app, tmp_path):
     assert decision is not None and decision.demand  # the policy posted why
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def app_from_zero(tiny_fp32_dir):
     config = R1ServeConfig.from_dict({
         "model": {"path": str(tiny_fp32_dir), "context_length": 512},
@@ -108,14 +119,8 @@ def app_from_zero(tiny_fp32_dir):
                         "downscale_delay_s": 4.0, "look_back_period_s": 11.0},
         "app_name": "r1serve-from-zero",
     })
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in FAST_METRICS.items():
-            env.setenv(key, value)
-        with local_ray(1, cpus_per_node=2):
-            start_app(config)
-            wait_healthy(config, timeout_s=240, progress=lambda _: None)  # wakes one replica
-            yield config
-            serve.shutdown()
+    with running(config, cpus=2):  # its health check wakes one replica
+        yield config
 
 
 def test_from_zero_replicas_a_request_is_held_until_one_starts(app_from_zero):

@@ -297,6 +297,17 @@ def test_cold_start_is_power_of_two_choices():
     assert max(seen.values()) - min(seen.values()) <= 6
 
 
+def test_before_any_report_a_prefix_follows_where_this_router_sent_it():
+    c = RouterCore(RouterKnobs(), rng=random.Random(1))
+    p = prompt(1)
+    first = c.choose(["a", "b", "c"], request(p, "q1"), now=0.0)
+    assert first.reason == "power_of_two"
+    c.on_routed(first.ranked[0], request(p, "q1"), now=0.0)
+    for i in range(2, 10):
+        again = c.choose(["a", "b", "c"], request(p + prompt(i, 5), f"q{i}"), now=1.0)
+        assert again.ranked[0] == first.ranked[0] and again.predicted_cached_tokens == len(p)
+
+
 def test_session_sticks_until_its_replica_is_overloaded():
     c = core(session_overload_tokens=10_000)
     for r in "ab":
