@@ -54,7 +54,7 @@ def plan_completion(body: CompletionRequest, tokenizer: ApiTokenizer, settings: 
                                    logprobs=body.logprobs is not None, top_logprobs=top)
         first = p * body.n
         requests += choice_requests(response_id, ids, sampling, body.n, first_index=first,
-                                    session_id=session_id)
+                                    total=len(prompts) * body.n, session_id=session_id)
         prompt_lens += [len(ids)] * body.n
     renderer = CompletionRenderer(response_id, settings.served_model_name, prompt_lens, body.n,
                                   tokenizer, stream=body.stream,

@@ -64,15 +64,29 @@ def sampling_params(body: _SamplingFields, max_tokens: int, settings: ApiSetting
 
 
 def choice_requests(request_id: str, prompt_ids: list[int], sampling: SamplingParams,
-                    n: int, first_index: int = 0,
+                    n: int, first_index: int = 0, total: int | None = None,
                     session_id: str | None = None) -> list[GenerationRequest]:
     """One engine request per choice. Choice i gets seed `seed + i`, so n choices differ from
-    each other yet the whole response repeats for the same seed."""
+    each other yet the whole response repeats for the same seed.
+
+    `total` is the response's number of choices (several prompts of a completion each bring
+    `n`); a response of one choice keeps `request_id` as it is, the others get `choice_id`s."""
+    total = first_index + n if total is None else total
     out = []
     for i in range(n):
         index = first_index + i
         seed = None if sampling.seed is None else sampling.seed + i
-        rid = request_id if n == 1 and first_index == 0 else f"{request_id}-{index}"
+        rid = request_id if total == 1 else choice_id(request_id, index, total)
         out.append(GenerationRequest(rid, tuple(prompt_ids), replace(sampling, seed=seed),
                                      expected_output_tokens=None, session_id=session_id))
     return out
+
+
+def choice_id(request_id: str, index: int, total: int) -> str:
+    """The engine request id of choice `index` of `total`: `{id}-c001`.
+
+    No two ids of one response are prefixes of each other: every index has the same number of
+    digits. SGLang aborts every request whose id starts with the id it is given, so with
+    `{id}-1` beside `{id}-10` an abort of the first would end the second as well."""
+    width = max(3, len(str(total - 1)))
+    return f"{request_id}-c{index:0{width}d}"

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from pydantic import ValidationError
 
@@ -150,10 +152,23 @@ def test_sampling_defaults_follow_the_r1_model_card():
 def test_each_choice_gets_its_own_id_and_seed():
     p = sampling_params(chat(seed=10), 8, SETTINGS)
     reqs = choice_requests("chatcmpl-x", [1, 2], p, 3)
-    assert [r.request_id for r in reqs] == ["chatcmpl-x-0", "chatcmpl-x-1", "chatcmpl-x-2"]
+    assert [r.request_id for r in reqs] == ["chatcmpl-x-c000", "chatcmpl-x-c001",
+                                            "chatcmpl-x-c002"]
     assert [r.sampling.seed for r in reqs] == [10, 11, 12]
     assert choice_requests("chatcmpl-y", [1], sampling_params(chat(), 8, SETTINGS), 1)[
         0].request_id == "chatcmpl-y"
+
+
+@pytest.mark.parametrize(("n", "prompts"), [(20, 1), (128, 1), (1, 2), (128, 100)])
+def test_no_choice_id_is_a_prefix_of_another(n, prompts):
+    """SGLang aborts every request whose id starts with the one given (its scheduler's
+    `req.rid.startswith(recv_req.rid)`): aborting one choice must end no other."""
+    p = sampling_params(chat(), 8, SETTINGS)
+    ids = [r.request_id for k in range(prompts)
+           for r in choice_requests("cmpl-z", [1], p, n, first_index=k * n, total=prompts * n)]
+    assert len(set(ids)) == n * prompts
+    ids.sort()  # a prefix of some id sorts right before an id it begins
+    assert not any(b.startswith(a) for a, b in itertools.pairwise(ids))
 
 
 def test_messages_become_what_the_template_reads():
