@@ -4,7 +4,7 @@ The snapshots are what SGLang serves at `/v1/loads` and reads from shared memory
 `TokenizerManager.get_loads()` (cheap, no scheduler round trip): one per data-parallel rank, so
 with attention DP every GPU reports its own requests and KV pool and the sums are the
 instance's. The same quantities appear as Prometheus series; `PROMETHEUS_EQUIVALENTS` names them
-for dashboards that watch SGLang directly.
+as they reach Prometheus when SGLang runs under Ray, for dashboards that watch SGLang directly.
 
 What the engine sees of its own streams (arrivals, time to first token, tokens per chunk,
 output lengths) goes through its `LoadMeter`; the scheduler's side of the picture (requests
@@ -16,14 +16,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from serve.engine.base import EngineStats
 
-# EngineStats field -> the SGLang 0.5.23 metric that carries the same quantity (per DP rank).
-PROMETHEUS_EQUIVALENTS: Mapping[str, str] = MappingProxyType({
+# Ray's namespace for application metrics: its exporter serves a metric `m` as `ray_m`.
+RAY_METRIC_PREFIX = "ray_"
+
+
+def ray_exported_name(name: str) -> str:
+    """The name an SGLang metric carries on Ray's Prometheus endpoint. Under Ray (RayEngine
+    with metrics on) SGLang records through `ray.util.metrics`, whose names may hold only
+    `[a-zA-Z0-9_]`: its wrappers turn every other character into `_`
+    (`srt/observability/ray_wrappers.py`), so `sglang:num_running_reqs` is exported as
+    `ray_sglang_num_running_reqs`. Run by hand, SGLang serves the `sglang:` names."""
+    return RAY_METRIC_PREFIX + re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+# EngineStats field -> the SGLang 0.5.23 metric that carries the same quantity (per DP rank),
+# as SGLang names it (`shared/data/sglang-0.5.23/prometheus_metrics.txt`).
+SGLANG_METRICS: Mapping[str, str] = MappingProxyType({
     "running": "sglang:num_running_reqs",
     "waiting": "sglang:num_queue_reqs",
     "kv_pages_used": "sglang:num_used_tokens",
@@ -32,6 +47,10 @@ PROMETHEUS_EQUIVALENTS: Mapping[str, str] = MappingProxyType({
     "prompt_tokens": "sglang:prompt_tokens_total",
     "generation_tokens_per_s": "sglang:gen_throughput",
 })
+
+# ... and as r1serve's replicas export it: under Ray.
+PROMETHEUS_EQUIVALENTS: Mapping[str, str] = MappingProxyType(
+    {field: ray_exported_name(name) for field, name in SGLANG_METRICS.items()})
 
 
 def latest_loads(loads: Iterable[Mapping[str, Any] | Any]) -> list[Mapping[str, Any]]:

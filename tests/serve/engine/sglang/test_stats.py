@@ -10,9 +10,12 @@ import pytest
 from serve.engine.load_meter import LoadMeter
 from serve.engine.sglang.stats import (
     PROMETHEUS_EQUIVALENTS,
+    RAY_METRIC_PREFIX,
+    SGLANG_METRICS,
     PrefillCounters,
     latest_loads,
     merge_loads,
+    ray_exported_name,
 )
 
 METRICS = Path(__file__).parents[4] / ".." / "shared" / "data" / "sglang-0.5.23" / \
@@ -94,4 +97,23 @@ def test_prometheus_names_exist_in_the_pinned_release() -> None:
     if not METRICS.exists():
         pytest.skip("shared/data/sglang-0.5.23 is not beside this checkout")
     names = set(METRICS.read_text().split())
-    assert set(PROMETHEUS_EQUIVALENTS.values()) <= names
+    assert set(SGLANG_METRICS.values()) <= names
+    assert PROMETHEUS_EQUIVALENTS["running"] == "ray_sglang_num_running_reqs"
+    assert all(":" not in name for name in PROMETHEUS_EQUIVALENTS.values())
+
+
+def test_exported_names_follow_rays_namespace() -> None:
+    """Ray serves every application metric under its namespace (`ray_` + name)."""
+    from ray._private.telemetry.open_telemetry_metric_recorder import NAMESPACE
+
+    assert RAY_METRIC_PREFIX == NAMESPACE + "_"
+
+
+def test_exported_names_follow_sglangs_ray_wrappers() -> None:
+    """SGLang's own sanitizer (importable only with SGLang's full dependencies)."""
+    wrappers = pytest.importorskip("sglang.srt.observability.ray_wrappers",
+                                   reason="needs SGLang with its full dependencies",
+                                   exc_type=ImportError)
+    sanitize = wrappers.RayPrometheusMetric._get_sanitized_opentelemetry_name
+    for name in (*SGLANG_METRICS.values(), "sglang:e2e_request_latency_seconds"):
+        assert ray_exported_name(name) == RAY_METRIC_PREFIX + sanitize(name)
