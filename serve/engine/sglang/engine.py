@@ -6,15 +6,16 @@ replica's own placement group (see `placement.py`). Requests go in as token ids 
 `async_generate(stream=True)`; the cumulative chunks that come back are turned into
 `TokenDelta`s by a `StreamAdapter` per request.
 
-With the prefix cache on, SGLang publishes its KV events to a socket this replica binds, and a
-`CacheDigest` turns them into the block hashes the router matches prompts against.
+With the prefix cache on, SGLang publishes its KV events to sockets this replica binds and
+reads from before SGLang starts (a `KvEventFeed`), whose digests turn them into the block
+hashes the router matches prompts against.
 
 Stats: the engine's `LoadMeter` hears what the streams show (arrivals, time to first token, the
 tokens each chunk brings and when, output lengths as the distribution to expect), and
 SGLang's per-rank loads, read in the background, supply what only its schedulers know
 (running and queued requests, KV pages, prompt tokens awaiting prefill, prefill work done).
 
-`sglang` is imported only in `build_sglang_engine` and by the KV-event follower, so nothing
+`sglang` is imported only in `build_sglang_engine` and by the KV-event feed, so nothing
 else pays for it; the engine class itself takes any object with RayEngine's `async_generate`,
 `tokenizer_manager` and `shutdown`, which is how the tests drive it without GPUs.
 """
@@ -29,14 +30,14 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from serve.config import R1ServeConfig
 from serve.engine.base import Engine, EngineStats, GenerationRequest, TokenDelta
 from serve.engine.load_meter import LoadMeter, StreamState
-from serve.engine.sglang.cache_digest import CacheDigest
+from serve.engine.sglang.kv_event_feed import KvEventFeed
 from serve.engine.sglang.sampling import to_sglang
 from serve.engine.sglang.stats import PrefillCounters, latest_loads, merge_loads
 from serve.engine.sglang.stream_adapter import StreamAdapter
@@ -71,7 +72,7 @@ class SGLangEngine(Engine):
 
     def __init__(self, backend: Any, *, page_size: int, context_length: int,
                  deterministic: bool = False, poll_interval_s: float = 0.5,
-                 health_timeout_s: float = 30.0, kv_event_endpoints: Sequence[str] = (),
+                 health_timeout_s: float = 30.0, kv_events: KvEventFeed | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._backend = backend
         self.page_size = page_size
@@ -86,16 +87,19 @@ class SGLangEngine(Engine):
         self._prefill = PrefillCounters()
         self._last_output = float("-inf")  # monotonic time of the last output or probe
         self._poller: asyncio.Task | None = None
-        # Where SGLang's KV-event publishers (one per attention-DP rank) connect: bound here.
-        self.kv_event_endpoints = tuple(kv_event_endpoints)
-        self.cache_digest = CacheDigest(page_size)
-        self._follower: asyncio.Task | None = None
+        # SGLang's KV events (one publisher per attention-DP rank), on sockets already bound.
+        self.kv_events = kv_events
         self._dead: str | None = None
         self._stopping = False
 
     @property
     def tokenizer_manager(self) -> Any:
         return self._backend.tokenizer_manager
+
+    @property
+    def kv_event_endpoints(self) -> tuple[str, ...]:
+        """Where SGLang's KV-event publishers connect (bound by this replica)."""
+        return () if self.kv_events is None else self.kv_events.endpoints
 
     # -- Engine interface --------------------------------------------------------------------
 
@@ -160,8 +164,8 @@ class SGLangEngine(Engine):
         stats = self.meter.snapshot(
             self._clock(), [live.stream_state() for live in list(self._live.values())],
             kv_pages_used=0, kv_pages_total=0, page_size=self.page_size, max_running=0,
-            cached_block_hashes=(self.cache_digest.block_hashes() if self.kv_event_endpoints
-                                 else ()))
+            cached_block_hashes=(() if self.kv_events is None
+                                 else self.kv_events.block_hashes()))
         return merge_loads(stats, self._ranks)
 
     async def health(self) -> None:
@@ -188,9 +192,10 @@ class SGLangEngine(Engine):
         deadline = time.monotonic() + 5.0
         while self._live and time.monotonic() < deadline:
             await asyncio.sleep(0.05)  # let the aborted streams deliver their last chunk
-        for task in (self._poller, self._follower):
-            if task is not None:
-                task.cancel()
+        if self._poller is not None:
+            self._poller.cancel()
+        if self.kv_events is not None:
+            self.kv_events.close()
         await asyncio.to_thread(self._backend.shutdown)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -236,11 +241,8 @@ class SGLangEngine(Engine):
             log.warning("abort of request %s failed", rid, exc_info=True)
 
     def _ensure_poller(self) -> None:
-        """Start the background readers, or restart one that stopped."""
+        """Start the background load reader, or restart it if it stopped."""
         self._poller = _running(self._poller, self._poll_loads, "SGLang load poller")
-        if self.kv_event_endpoints:
-            self._follower = _running(self._follower, self._follow_kv_events,
-                                      "SGLang KV-event follower")
 
     async def _poll_loads(self) -> None:
         """Keep `stats()` free of remote calls: read SGLang's per-rank loads in the background
@@ -254,38 +256,6 @@ class SGLangEngine(Engine):
             except Exception:
                 log.warning("reading SGLang loads failed", exc_info=True)
             await asyncio.sleep(self.poll_interval_s)
-
-    async def _follow_kv_events(self) -> None:
-        """Fold SGLang's KV events into `cache_digest` as they arrive. A gap in a publisher's
-        sequence numbers means events were dropped: pages stored then stay unnamed."""
-        import msgspec
-        import zmq
-        import zmq.asyncio
-        from sglang.srt.disaggregation.kv_events import KVEventBatch
-
-        decoder = msgspec.msgpack.Decoder(KVEventBatch)
-        ctx = zmq.asyncio.Context()
-        sock = ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        last_seq: dict[int, int] = {}  # attention-DP rank -> last sequence number seen
-        try:
-            for endpoint in self.kv_event_endpoints:
-                sock.bind(endpoint)
-            while not self._stopping:
-                _topic, seq_bytes, payload = await sock.recv_multipart()
-                try:
-                    batch = decoder.decode(payload)
-                except msgspec.DecodeError:
-                    log.warning("an SGLang KV-event batch did not decode; skipped", exc_info=True)
-                    continue
-                seq, rank = int.from_bytes(seq_bytes, "big"), batch.attn_dp_rank or 0
-                if rank in last_seq and seq != last_seq[rank] + 1:
-                    log.warning("SGLang KV events %d-%d of DP rank %d were lost",
-                                last_seq[rank] + 1, seq - 1, rank)
-                last_seq[rank] = seq
-                self.cache_digest.apply(batch.events)
-        finally:
-            ctx.destroy(linger=0)
 
     async def _probe(self) -> None:
         tm = self.tokenizer_manager
@@ -357,19 +327,25 @@ def build_sglang_engine(config: R1ServeConfig) -> Engine:
         dist_init_addr = f"{ray.util.get_node_ip_address()}:{_free_port_block()}"
     log.info("starting SGLang (profile %s) with %s", server_args.profile or "none",
              server_args.engine_kwargs(dist_init_addr))
-    endpoints: list[str] = []
-    kv_events = None
+    feed, endpoint = None, None
     if config.engine.prefix_cache:
         # One publisher per KV cache (per attention-DP rank), each connecting to port + rank
-        # of this replica's node, wherever its scheduler runs.
+        # of this replica's node, wherever its scheduler runs. Bound now, before SGLang
+        # starts, so that no event it publishes finds nobody listening.
         ip, base = ray.util.get_node_ip_address(), _free_port_block(layout.kv_caches)
-        kv_events = f"tcp://{ip}:{base}"
-        endpoints = [f"tcp://{ip}:{base + r}" for r in range(layout.kv_caches)]
-    backend = RayEngine(**server_args.engine_kwargs(dist_init_addr, kv_events))
+        endpoint = f"tcp://{ip}:{base}"
+        feed = KvEventFeed([f"tcp://{ip}:{base + r}" for r in range(layout.kv_caches)],
+                           config.engine.page_size)
+    try:
+        backend = RayEngine(**server_args.engine_kwargs(dist_init_addr, endpoint))
+    except BaseException:
+        if feed is not None:
+            feed.close()
+        raise
     return SGLangEngine(backend, page_size=config.engine.page_size,
                         context_length=config.model.context_length,
                         deterministic=bool(server_args.args.get("enable_deterministic_inference")),
-                        kv_event_endpoints=endpoints)
+                        kv_events=feed)
 
 
 def _free_port_block(size: int = 8, tries: int = 64) -> int:

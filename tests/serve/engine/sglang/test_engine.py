@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from serve.config import R1ServeConfig
 from serve.engine.base import GenerationRequest, SamplingParams
 from serve.engine.sglang.engine import HEALTH_RID_PREFIX, SGLangEngine
+from serve.engine.sglang.kv_event_feed import KvEventFeed
 from serve.errors import ContextLengthError, EngineDeadError, InvalidRequestError
 
 DATA = Path(__file__).parent / "data"
@@ -262,8 +264,10 @@ class _Group:
         self.bundle_specs = bundle_specs
 
 
-def _fake_ray_engine(monkeypatch: pytest.MonkeyPatch, group: _Group | None) -> list[dict]:
-    """Stand-ins for `sglang.srt.ray.RayEngine` and the replica's placement group."""
+def _fake_ray_engine(monkeypatch: pytest.MonkeyPatch, group: _Group | None,
+                     on_start: Callable[[dict], None] | None = None) -> list[dict]:
+    """Stand-ins for `sglang.srt.ray.RayEngine` and the replica's placement group; `on_start`
+    runs with the engine's arguments where SGLang would start."""
     import sys
     import types
 
@@ -275,12 +279,14 @@ def _fake_ray_engine(monkeypatch: pytest.MonkeyPatch, group: _Group | None) -> l
         def __init__(self, **kwargs) -> None:
             super().__init__([])
             started.append(kwargs)
+            if on_start is not None:
+                on_start(kwargs)
 
     module = types.ModuleType("sglang.srt.ray")
     module.RayEngine = RayEngine
     monkeypatch.setitem(sys.modules, "sglang.srt.ray", module)
     monkeypatch.setattr(ray.util, "get_current_placement_group", lambda: group)
-    monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "10.0.0.9")
+    monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "127.0.0.1")
     return started
 
 
@@ -301,13 +307,14 @@ def test_build_starts_ray_engine_in_the_replica_group(monkeypatch) -> None:
     assert "placement_group" not in kwargs  # SGLang takes the replica's own group
     assert kwargs["tp_size"] == 16 and kwargs["nnodes"] == 2
     host, port = kwargs["dist_init_addr"].split(":")
-    assert host == "10.0.0.9" and 20000 <= int(port) < 60000
+    assert host == "127.0.0.1" and 20000 <= int(port) < 60000
     assert "SGLANG_RAY_BUNDLE_INDICES" not in os.environ
     # One KV cache (no attention DP): its publisher connects to the one socket the replica binds.
     events = json.loads(kwargs["kv_events_config"])
     assert (events["publisher"], events["bind"]) == ("zmq", False)
     assert engine.kv_event_endpoints == (events["endpoint"],)
-    assert events["endpoint"].startswith("tcp://10.0.0.9:")
+    assert events["endpoint"].startswith("tcp://127.0.0.1:")
+    engine.kv_events.close()
 
 
 @pytest.mark.parametrize(("nodes", "engine", "sockets"), [
@@ -323,9 +330,51 @@ def test_build_binds_one_kv_event_socket_per_kv_cache(monkeypatch, nodes, engine
     built = build_sglang_engine(_sglang_config(nodes, **engine))
     config = started[0].get("kv_events_config")
     port = int(json.loads(config)["endpoint"].rsplit(":", 1)[1]) if config else 0
-    assert built.kv_event_endpoints == tuple(f"tcp://10.0.0.9:{port + r}"
+    assert built.kv_event_endpoints == tuple(f"tcp://127.0.0.1:{port + r}"
                                              for r in range(sockets))
     assert (config is None) == (sockets == 0) and built.stats().cached_block_hashes == ()
+    if built.kv_events is not None:
+        built.kv_events.close()
+
+
+def test_kv_events_sglang_publishes_while_starting_are_kept(monkeypatch) -> None:
+    """The sockets are bound before SGLang starts: what its publisher sends during startup,
+    before the replica's first request or health check, reaches the digest."""
+    kv = pytest.importorskip("sglang.srt.disaggregation.kv_events",
+                             reason="install SGLang's parser: bash scripts/install_test_sglang.sh")
+    import atexit
+
+    from serve.engine.block_hash import block_hashes
+    from serve.engine.sglang.engine import build_sglang_engine
+
+    tokens = list(range(1, 33))
+    publishers = []
+
+    def sglang_starts(kwargs: dict) -> None:
+        endpoint = json.loads(kwargs["kv_events_config"])["endpoint"]
+        publisher = kv.ZmqEventPublisher(attn_dp_rank=0, endpoint=endpoint, bind=False)
+        atexit.unregister(publisher.shutdown)
+        publishers.append(publisher)
+        time.sleep(0.5)  # loading weights: the connection settles meanwhile
+        publisher.publish(kv.KVEventBatch(ts=time.time(), events=[kv.BlockStored(
+            block_hashes=[11, 12], parent_block_hash=None, token_ids=tokens, block_size=16,
+            lora_id=None)]))
+        time.sleep(0.2)  # the publisher's thread sends it
+
+    _fake_ray_engine(monkeypatch, _Group([{"GPU": 8, "CPU": 1}]), on_start=sglang_starts)
+    engine = build_sglang_engine(_sglang_config(1))
+
+    async def main() -> tuple[int, ...]:
+        try:
+            deadline = time.monotonic() + 10.0
+            while not engine.stats().cached_block_hashes and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return engine.stats().cached_block_hashes
+        finally:
+            publishers[0].shutdown()
+            await engine.shutdown()
+
+    assert sorted(asyncio.run(main())) == sorted(block_hashes(tokens, 16))
 
 
 def test_kv_events_from_sglangs_publisher_become_the_reported_digest() -> None:
@@ -346,14 +395,13 @@ def test_kv_events_from_sglangs_publisher_become_the_reported_digest() -> None:
                             block_size=16, lora_id=None)
 
     async def main() -> tuple[int, ...]:
-        engine = _engine(FakeBackend([]), kv_event_endpoints=[f"tcp://127.0.0.1:{base + r}"
-                                                              for r in range(2)])
+        engine = _engine(FakeBackend([]), kv_events=KvEventFeed(
+            [f"tcp://127.0.0.1:{base + r}" for r in range(2)], 16))
         publisher = kv.ZmqEventPublisher(attn_dp_rank=1, endpoint=f"tcp://127.0.0.1:{base}",
                                          bind=False)
         garbage = zmq.Context.instance().socket(zmq.PUB)  # rank 0's port: undecodable batches
         garbage.connect(f"tcp://127.0.0.1:{base}")
         try:
-            await engine.health()  # starts the background readers
             deadline = time.monotonic() + 10.0
             # A PUB socket drops what it sends before the connection is up: resend (stores are
             # idempotent) until it lands. The garbage is skipped, not fatal to the reader.
@@ -388,18 +436,3 @@ def test_single_node_build_needs_no_rendezvous_address(monkeypatch) -> None:
     started = _fake_ray_engine(monkeypatch, _Group([{"GPU": 8, "CPU": 1}]))
     build_sglang_engine(_sglang_config(1))
     assert "dist_init_addr" not in started[0] and started[0]["tp_size"] == 8
-
-
-def test_a_stopped_background_reader_is_restarted(caplog) -> None:
-    async def main() -> None:
-        engine = _engine(FakeBackend([]), kv_event_endpoints=["tcp://no-such-host.invalid:5"])
-        await engine.health()  # starts the readers; this socket cannot be bound
-        first = engine._follower
-        await asyncio.wait({first}, timeout=10.0)
-        assert first.done() and first.exception() is not None
-        await engine.health()
-        assert engine._follower is not first and not engine._follower.done()
-        await engine.shutdown()
-
-    asyncio.run(main())
-    assert "SGLang KV-event follower stopped" in caplog.text
