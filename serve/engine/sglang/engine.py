@@ -308,6 +308,7 @@ def build_sglang_engine(config: R1ServeConfig) -> Engine:
     from sglang.srt.ray import RayEngine
 
     from serve.engine.sglang.placement import BUNDLE_INDICES_ENV, check_placement_group
+    from serve.engine.sglang.ray_engine import with_dp_launch_fix
     from serve.engine.sglang.server_args import build_server_args
 
     server_args = build_server_args(config)
@@ -337,7 +338,9 @@ def build_sglang_engine(config: R1ServeConfig) -> Engine:
         feed = KvEventFeed([f"tcp://{ip}:{base + r}" for r in range(layout.kv_caches)],
                            config.engine.page_size)
     try:
-        backend = RayEngine(**server_args.engine_kwargs(dist_init_addr, endpoint))
+        # with_dp_launch_fix: a workaround for SGLang 0.5.23 (see ray_engine.py)
+        backend = with_dp_launch_fix(RayEngine)(
+            **server_args.engine_kwargs(dist_init_addr, endpoint))
     except BaseException:
         if feed is not None:
             feed.close()
