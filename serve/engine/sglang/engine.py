@@ -108,7 +108,8 @@ class SGLangEngine(Engine):
         rid = request.request_id
         sp = request.sampling
         options = to_sglang(sp, deterministic=self.deterministic)
-        adapter = StreamAdapter(rid, stop=sp.stop, logprobs=sp.logprobs)
+        adapter = StreamAdapter(rid, stop=sp.stop, logprobs=sp.logprobs,
+                                prompt_tokens=len(request.prompt_token_ids))
         now = self._clock()
         live = self._live[rid] = _Live(adapter, len(request.prompt_token_ids), sp.max_tokens,
                                        now)

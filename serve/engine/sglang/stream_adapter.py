@@ -11,12 +11,20 @@ output so far (unless `--incremental-streaming-output`, which r1serve never sets
 
 The adapter emits only what is new and final:
 - text whose last character may still change is held back: a trailing U+FFFD (a multi-byte
-  character split across tokens; SGLang usually holds those bytes back itself, but not always)
-  and the last `len(longest stop string) - 1` characters, because SGLang trims a matched stop
-  string from the final text and a prefix of it must never reach the client;
-- the final chunk releases the rest, cut at the first stop string, so the deltas' text
-  concatenates to exactly the final text.
-The adapter is pure: no SGLang import, tested on recorded streams.
+  character split across tokens; SGLang's detokenizer holds those bytes back itself, the
+  adapter does not count on it) and the last `len(longest stop string) - 1` characters, since a
+  prefix of a stop string must never reach the client;
+- the final chunk releases the rest, cut at the first stop string. SGLang's detokenizer trims a
+  matched stop string only from the text it has not streamed yet: the start of the string it
+  streamed before the string completed ("</" of "</answer>") stays in its cumulative text, and
+  the adapter drops it. (Text that itself ended in the stop string's first characters just
+  before it would lose them too; SGLang's text cannot tell the two apart.)
+
+Usage comes from SGLang's counts, except that a request aborted in SGLang's waiting queue
+comes back without `prompt_tokens` or `cached_tokens`: the prompt r1serve sent stands for the
+first, and nothing was served from cache.
+The adapter is pure: no SGLang import, tested on streams recorded from SGLang's own code
+(`scripts/record_sglang_streams.py`).
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ _REPLACEMENT = "\ufffd"
 class StreamAdapter:
     """Turns one request's cumulative SGLang chunks into `TokenDelta`s."""
 
-    def __init__(self, request_id: str, stop: Sequence[str] = (), logprobs: bool = False) -> None:
+    def __init__(self, request_id: str, stop: Sequence[str] = (), logprobs: bool = False,
+                 prompt_tokens: int = 0) -> None:
         self.request_id = request_id
         self.stop = tuple(stop)
         self.logprobs = logprobs
@@ -45,9 +54,10 @@ class StreamAdapter:
         self._num_ids = 0  # output ids emitted so far
         self._num_logprobs = 0
         self.finished = False
-        # Token counts as of the last chunk (SGLang repeats the prompt's in every chunk).
+        # Token counts as of the last chunk that had them (SGLang repeats the prompt's in every
+        # chunk); until then, the prompt the caller sent.
         self.completion_tokens = 0
-        self.prompt_tokens = 0
+        self.prompt_tokens = prompt_tokens
         self.cached_tokens = 0
         self.queue_time_s: float | None = None  # SGLang's meta_info "queue_time"
 
@@ -68,8 +78,10 @@ class StreamAdapter:
         reason = meta.get("finish_reason")
         ids = list(chunk.get("output_ids") or ())  # SGLang reuses this list: copy it now
         self.completion_tokens = int(meta.get("completion_tokens", len(ids)))
-        self.prompt_tokens = int(meta.get("prompt_tokens", 0))
-        self.cached_tokens = _cached(meta.get("cached_tokens"))
+        if meta.get("prompt_tokens") is not None:
+            self.prompt_tokens = int(meta["prompt_tokens"])
+        if meta.get("cached_tokens") is not None:
+            self.cached_tokens = _cached(meta["cached_tokens"])
         if meta.get("queue_time") is not None:  # seconds queued in SGLang's scheduler
             self.queue_time_s = float(meta["queue_time"])
         new_ids = tuple(ids[self._num_ids:])
@@ -86,7 +98,7 @@ class StreamAdapter:
         if finish in ("abort", "error") and error and _is_client_error(reason) \
                 and not self._text and not self._num_logprobs and not ids:
             raise InvalidRequestError(f"SGLang rejected the request: {error}")
-        piece = self._advance(self._cut_at_stop(text), final=True)
+        piece = self._advance(self._final_text(text, reason), final=True)
         usage = Usage(prompt_tokens=self.prompt_tokens,
                       completion_tokens=self.completion_tokens,
                       cached_tokens=self.cached_tokens)
@@ -101,6 +113,17 @@ class StreamAdapter:
         if len(safe) == len(text):  # no complete stop string: keep a possible prefix back
             safe = safe[:max(len(safe) - self._hold, 0)]
         return safe.rstrip(_REPLACEMENT)
+
+    def _final_text(self, text: str, reason: Any) -> str:
+        """SGLang's final text, cut at a stop string and without the start of the matched one
+        that SGLang streamed before it completed (see the module docstring)."""
+        text = self._cut_at_stop(text)
+        matched = reason.get("matched") if isinstance(reason, Mapping) else None
+        if isinstance(matched, str) and matched in self.stop:
+            for k in range(min(len(matched) - 1, len(text)), 0, -1):
+                if text.endswith(matched[:k]):
+                    return text[:-k]
+        return text
 
     def _cut_at_stop(self, text: str) -> str:
         cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)

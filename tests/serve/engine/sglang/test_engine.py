@@ -24,6 +24,10 @@ def _chunks(name: str) -> list[dict]:
     return json.loads((DATA / name).read_text())["chunks"]
 
 
+# How SGLang ends a running request r1serve aborted (its FINISH_ABORT, as recorded).
+ABORTED = _chunks("client_abort.json")[-1]["meta_info"]["finish_reason"]
+
+
 class FakeTokenizerManager:
     def __init__(self, backend: FakeBackend) -> None:
         self.backend = backend
@@ -76,8 +80,7 @@ class FakeBackend:
                 if self.pause_after is not None and i == self.pause_after:
                     await event.wait()
                     last = dict(self.chunks[i - 1])
-                    last["meta_info"] = {**last["meta_info"], "finish_reason": {
-                        "type": "abort", "message": "Abort in running batch"}}
+                    last["meta_info"] = {**last["meta_info"], "finish_reason": ABORTED}
                     yield last
                     return
                 await asyncio.sleep(0)
@@ -119,7 +122,7 @@ def test_streams_deltas_and_counts_usage() -> None:
     assert call["sampling_params"]["top_k"] == -1
     assert call["sampling_params"]["temperature"] == 0.6
     s = engine.stats()
-    assert (s.prompt_tokens, s.prefix_cache_hit_tokens) == (12, 8)
+    assert (s.prompt_tokens, s.prefix_cache_hit_tokens) == (13, 8)
     assert (s.running, s.waiting, s.queued_prefill_tokens) == (1, 2, 300)
     assert (s.kv_pages_used, s.kv_pages_total, s.page_size) == (4, 400, 16)
     assert s.ttft_p90_s is not None and 0 <= s.ttft_p90_s < 5
@@ -149,6 +152,15 @@ def test_abort_ends_the_stream_with_abort() -> None:
     s = engine.stats()
     assert s.expected_remaining_decode_tokens == s.decode_bound_tokens == 0
     assert engine.meter.lengths.observations == 0  # an abort says nothing of the length
+
+
+def test_an_abort_in_sglangs_queue_reports_the_prompt_in_usage() -> None:
+    """SGLang's waiting-queue abort carries no prompt_tokens: usage counts what was sent."""
+    engine = _engine(FakeBackend(_chunks("queued_abort.json")))
+    (last,) = asyncio.run(_collect(engine, _request(prompt=range(1, 10))))
+    assert last.finish_reason == "abort"
+    assert last.usage is not None and last.usage.prompt_tokens == 9
+    assert (last.usage.completion_tokens, last.usage.cached_tokens) == (0, 0)
 
 
 def test_caller_going_away_aborts_in_sglang() -> None:
@@ -201,7 +213,7 @@ def test_seed_passes_in_deterministic_mode() -> None:
     call = backend.calls[0]
     assert call["sampling_params"]["sampling_seed"] == 5
     assert call["return_logprob"] is True and call["top_logprobs_num"] == 2
-    assert [lp.token_id for d in deltas for lp in d.logprobs] == [5592, 11, 28211]
+    assert [lp.token_id for d in deltas for lp in d.logprobs] == [71, 284, 26, 278, 324]
 
 
 def test_health_probe() -> None:

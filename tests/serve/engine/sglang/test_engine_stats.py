@@ -66,14 +66,14 @@ def test_chunk_timing_gives_ttft_inter_token_latency_and_rates() -> None:
                           context_length=1024, clock=clock)
     _run(engine)
     s = engine.stats()
-    # Chunks of 4, 4, 3 and 2 tokens, one tick apart: the first (its first token after one
-    # tick) opens the stream; the 9 tokens after it took 3 ticks.
+    # Chunks of 4, 4, 3, 3 and 2 tokens, one tick apart: the first (its first token after one
+    # tick) opens the stream; the 12 tokens after it took 4 ticks.
     assert s.ttft_p90_s == s.ttft_p99_s == pytest.approx(TICK_S)
-    assert s.itl_mean_s == pytest.approx(3 * TICK_S / 9)
-    assert s.generation_tokens_per_s == pytest.approx(9 / 1.0)  # up for less than a second
+    assert s.itl_mean_s == pytest.approx(4 * TICK_S / 12)
+    assert s.generation_tokens_per_s == pytest.approx(12 / 1.0)  # up for less than a second
     assert s.arrival_requests_per_s == pytest.approx(1.0)
     assert s.arrival_prompt_tokens_per_s == pytest.approx(3.0)
-    assert (s.prompt_tokens, s.prefix_cache_hit_tokens) == (30, 0)  # as SGLang counted them
+    assert (s.prompt_tokens, s.prefix_cache_hit_tokens) == (21, 0)  # as SGLang counted them
     assert engine.meter.lengths.observations == 1
 
 
@@ -81,11 +81,11 @@ def test_expected_decode_comes_from_the_learnt_lengths() -> None:
     clock = Clock()
     engine = SGLangEngine(TickingBackend("length_logprobs.json", clock), page_size=16,
                           context_length=1024, clock=clock)
-    for _ in range(300):  # requests that reach their max_tokens of 3
-        _run(engine, max_tokens=3)
+    for _ in range(300):  # requests that reach their max_tokens of 5
+        _run(engine, max_tokens=5)
     lengths = engine.meter.lengths
     assert lengths.observations == 300
-    # A request with room for 4096 tokens is now expected to stop near 3, not at 4096 nor
+    # A request with room for 4096 tokens is now expected to stop near 5, not at 4096 nor
     # near the R1 prior's thousands (whose weight of a few requests is not yet all gone).
     assert lengths.expected_total(4096) < 100
 

@@ -1,4 +1,5 @@
-"""The stream adapter on recorded SGLang cumulative streams (data/*.json)."""
+"""The stream adapter on SGLang's cumulative streams (data/*.json), recorded from SGLang 0.5.23's
+own detokenizer and tokenizer manager by `scripts/record_sglang_streams.py`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ RECORDINGS = sorted(p for p in DATA.glob("*.json") if "raises" not in json.loads
 
 def _run(recording: dict) -> list:
     req = recording["request"]
-    adapter = StreamAdapter("req-1", stop=req["stop"], logprobs=req["logprobs"])
+    adapter = StreamAdapter("req-1", stop=req["stop"], logprobs=req["logprobs"],
+                            prompt_tokens=req["prompt_tokens"])
     return [d for d in (adapter.feed(c) for c in recording["chunks"]) if d is not None]
 
 
@@ -46,6 +48,22 @@ def test_logprobs_follow_tokens() -> None:
         got = [[lp.token_id, lp.logprob, [list(t) for t in lp.top]] for lp in delta.logprobs]
         assert got == want["logprobs"]
         assert [lp.token_id for lp in delta.logprobs] == list(delta.token_ids)
+
+
+def test_the_start_of_a_stop_string_sglang_streamed_never_reaches_the_client() -> None:
+    """SGLang streamed '</' before '</answer>' completed and keeps it in its final text."""
+    recording = json.loads((DATA / "stop_string.json").read_text())
+    assert recording["chunks"][-1]["text"].endswith("answer</")
+    assert "".join(d.text for d in _run(recording)).endswith("the answer")
+
+
+def test_an_abort_in_sglangs_queue_counts_the_prompt_sent() -> None:
+    """SGLang's waiting-queue abort reports no prompt_tokens: usage counts r1serve's prompt."""
+    recording = json.loads((DATA / "queued_abort.json").read_text())
+    assert "prompt_tokens" not in recording["chunks"][-1]["meta_info"]
+    (last,) = _run(recording)
+    assert last.finish_reason == "abort"
+    assert last.usage is not None and last.usage.prompt_tokens == 9 > 0
 
 
 def test_rejection_before_output_raises_invalid_request() -> None:
@@ -101,3 +119,17 @@ def test_output_ids_list_reused_by_sglang_is_copied() -> None:
     assert d1.token_ids == (7,)
     d2 = adapter.feed({"text": "xy", "output_ids": ids, "meta_info": {}})
     assert d2.token_ids == (8,)
+
+
+def test_recordings_are_what_sglang_emits() -> None:
+    """Replays each recording's scheduler steps through SGLang's own detokenizer and tokenizer
+    manager; needs SGLang with its full dependencies, as in the serving image."""
+    pytest.importorskip("sglang.srt.managers.tokenizer_manager", exc_type=ImportError,
+                        reason="needs SGLang with its full dependencies")
+    pytest.importorskip("sglang.srt.managers.detokenizer_manager", exc_type=ImportError,
+                        reason="needs SGLang with its full dependencies")
+    import runpy
+
+    recorder = runpy.run_path(str(Path(__file__).parents[4] / "scripts" /
+                                  "record_sglang_streams.py"))
+    assert recorder["main"](["--check"]) == 0
