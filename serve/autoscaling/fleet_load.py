@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from serve.autoscaling.load_forecast import Arrivals
 from serve.autoscaling.replica_capacity import Capacity, ReplicaSample
 from serve.autoscaling.targets import ScalingTargets
 from serve.engine.load_meter import TTFT_THRESHOLDS_S
@@ -48,6 +49,7 @@ class ReplicaLoad:
     arrival_requests_per_s: float = 0.0
     arrival_prompt_tokens_per_s: float = 0.0
     arrival_decode_tokens_per_s: float = 0.0
+    arrival_kv_token_steps_per_s: float = 0.0
     startup_s: float = 0.0
     ready_at: float = 0.0
     ttft_p90_s: float | None = None
@@ -103,11 +105,13 @@ class FleetLoad:
     def total(self, name: str) -> float:
         return sum(getattr(x, name) for x in self.replicas)
 
-    @property
-    def arrival_tokens_per_s(self) -> float:
-        """The load the forecast follows: prompt plus expected output tokens arriving."""
-        return self.total("arrival_prompt_tokens_per_s") + self.total(
-            "arrival_decode_tokens_per_s")
+    def arrivals(self) -> Arrivals:
+        """What the forecast follows: requests arriving per second, their prompt plus
+        expected decode tokens and their expected KV token-steps."""
+        return Arrivals(self.total("arrival_requests_per_s"),
+                        self.total("arrival_prompt_tokens_per_s")
+                        + self.total("arrival_decode_tokens_per_s"),
+                        self.total("arrival_kv_token_steps_per_s"))
 
     def mean_prompt_tokens(self) -> float:
         requests = self.total("arrival_requests_per_s")
@@ -146,11 +150,15 @@ class FleetLoad:
         pool = self.total("kv_tokens_total")
         return self.kv_wanted() / pool if pool > 0 else 0.0
 
-    def demand(self, cap: Capacity, t: ScalingTargets, kv_share: float) -> dict[str, float]:
-        """Replicas each signal needs for the load now (see the module's docstring)."""
+    def demand(self, cap: Capacity, t: ScalingTargets, kv_share: float,
+               kv_token_steps: float = 0.0) -> dict[str, float]:
+        """Replicas each signal needs for the load now (see the module's docstring);
+        `kv_token_steps`: the arrivals' KV token-steps per second, on their trend."""
         out: dict[str, float] = {}
         if cap.kv_tokens > 0:
-            out["kv"] = self.kv_wanted() / (cap.kv_tokens * kv_share)
+            itl = self.itl_s()
+            steady = kv_token_steps * itl if itl else 0.0  # Little's law
+            out["kv"] = max(self.kv_wanted(), steady) / (cap.kv_tokens * kv_share)
         if cap.prefill_tokens_per_s:
             out["prefill"] = self.total("prefill_tokens_per_s") / (
                 cap.prefill_tokens_per_s * t.prefill_utilization)

@@ -6,7 +6,8 @@ load one horizon ahead. The load is tokens arriving per second (prompt plus expe
 summed over replicas): the arrival rate of requests times their mean tokens. The two move on
 different clocks and the second is noisy (a minute of R1 traffic may hold one 100K-token prompt
 or none), so the forecast fits a line to the request rate over `trend_window_s`, reads it at
-the horizon, and multiplies by the mean tokens per request over `burst_window_s`. Every
+the horizon, and multiplies by the mean tokens per request over `burst_window_s` (and, the
+same way, gives the KV token-steps the arrivals will hold). Every
 forecast is kept until its time comes and then compared with the line's level then: the spread
 of the load above its forecasts (the root mean square of those errors, counting forecasts the
 load fell short of as 0) over `burst_window_s`, as a share of the level, is the load's
@@ -22,10 +23,21 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Arrivals:
+    """The fleet's arrivals per second: requests, and their prompt plus expected decode tokens
+    and expected KV token-steps (see `OutputLengthEstimator.expected_kv_steps`)."""
+
+    requests: float = 0.0
+    tokens: float = 0.0
+    kv_token_steps: float = 0.0
+
+
+@dataclass(frozen=True)
 class Forecast:
     level: float = 0.0  # tokens/s now, on the fitted line
     ahead: float = 0.0  # tokens/s one horizon ahead, on the line (never below zero)
     spread: float = 0.0  # load above past forecasts, root mean square, as a share of the level
+    kv_token_steps: float = 0.0  # KV token-steps/s of the arrivals now, on the line
 
     def growth(self) -> float:
         """How much more (or less) load one horizon ahead than now."""
@@ -33,31 +45,31 @@ class Forecast:
 
 
 class LoadForecast:
-    """Samples of the fleet's arrival rate, at most one per `sample_s`."""
+    """Samples of the fleet's arrivals, at most one per `sample_s`."""
 
     def __init__(self, trend_window_s: float, burst_window_s: float,
                  sample_s: float = 10.0) -> None:
         self.trend_window_s, self.burst_window_s, self.sample_s = (
             trend_window_s, burst_window_s, sample_s)
         self._samples: deque[tuple[float, float]] = deque()  # (when, requests/s)
-        self._sizes: deque[tuple[float, float, float]] = deque()  # (when, requests, tokens)
+        self._sizes: deque[tuple[float, Arrivals]] = deque()  # over the burst window
         self._due: deque[tuple[float, float]] = deque()  # (when, forecast load) not yet due
         self._errors: deque[tuple[float, float]] = deque()  # (when, relative error)
         self.latest = Forecast()
 
-    def update(self, now: float, requests_per_s: float, tokens_per_s: float,
-               horizon_s: float) -> Forecast:
+    def update(self, now: float, arrivals: Arrivals, horizon_s: float) -> Forecast:
         """Take a sample (unless one was taken less than `sample_s` ago) and forecast."""
         if self._samples and now - self._samples[-1][0] < self.sample_s:
             return self.latest
-        self._samples.append((now, requests_per_s))
+        self._samples.append((now, arrivals.requests))
         while self._samples and self._samples[0][0] < now - self.trend_window_s:
             self._samples.popleft()
-        self._sizes.append((now, requests_per_s, tokens_per_s))
+        self._sizes.append((now, arrivals))
         while self._sizes and self._sizes[0][0] < now - self.burst_window_s:
             self._sizes.popleft()
-        requests = sum(r for _, r, _ in self._sizes)
-        per_request = sum(x for _, _, x in self._sizes) / requests if requests > 0 else 0.0
+        requests = sum(a.requests for _, a in self._sizes)
+        tokens, kv = ((sum(getattr(a, f) for _, a in self._sizes) / requests if requests > 0
+                       else 0.0) for f in ("tokens", "kv_token_steps"))
         slope, level = _line(self._samples, now)
         level = max(level, 0.0)
         if now - self._samples[0][0] < self.trend_window_s / 2:
@@ -76,7 +88,7 @@ class LoadForecast:
         # the load costs replica-hours, and the trend corrects it by itself.
         spread = (math.sqrt(sum(max(e, 0.0) ** 2 for _, e in self._errors) / len(self._errors))
                   if self._errors else 0.0)
-        self.latest = Forecast(level * per_request, ahead * per_request, spread)
+        self.latest = Forecast(level * tokens, ahead * tokens, spread, level * kv)
         return self.latest
 
 

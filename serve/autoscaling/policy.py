@@ -84,13 +84,12 @@ class TokenLoadPolicy:
         self.capacity.learn([x.sample() for x in fleet.replicas])
         counts = [fleet.first_tokens_over(objective, waiting) * SAMPLE_S
                   for objective in (t.ttft_p90_s, t.ttft_p99_s) for waiting in (False, True)]
-        demand = fleet.demand(self.capacity.capacity(), t, self.kv_share.value)
+        demand = fleet.demand(self.capacity.capacity(), t, self.kv_share.value,
+                              self.forecast.latest.kv_token_steps)
         overrun = max(demand.values(), default=0.0) > OVERRUN * len(fleet.replicas)
         self.kv_share.learn(now, overrun, fleet.total("first_tokens_per_s") * SAMPLE_S,
                             Misses(*counts), starting=self._starting)
-        self.forecast.update(now, fleet.total("arrival_requests_per_s"),
-                             fleet.arrival_tokens_per_s,
-                             t.upscale_delay_s + self.cold_start.estimate_s)
+        self.forecast.update(now, fleet.arrivals(), t.upscale_delay_s + self.cold_start.estimate_s)
 
     def decide(self, now: float, fleet: FleetLoad, running: int, target: int,
                min_replicas: int = 0) -> ScalingDecision:
@@ -101,8 +100,8 @@ class TokenLoadPolicy:
                                    cold_start_measured=self.cold_start.measured,
                                    reason="no reports yet")
         share = self.kv_share.value
-        demand = fleet.demand(self.capacity.capacity(), t, share)
         ahead = self.forecast.latest
+        demand = fleet.demand(self.capacity.capacity(), t, share, ahead.kv_token_steps)
         growth, headroom = max(1.0, ahead.growth()), t.burst_z * ahead.spread
         needed = max(demand.values(), default=0.0) * growth * (1.0 + headroom)
         wanted = math.ceil(needed - 1e-9)
@@ -115,9 +114,16 @@ class TokenLoadPolicy:
         if target <= min_replicas:
             self._spare_since = None
             return _with(base, target, (), f"at min_replicas ({min_replicas})")
-        if wanted == target or needed > t.scale_down_fill * (target - 1):
+        if wanted == target:
             self._spare_since = None
             return _with(base, target, (), "the load needs what runs and starts")
+        # Spare capacity from here on: its wait runs even while it stays within the margin,
+        # so a fluctuation in a long decline does not start the wait over.
+        if self._spare_since is None:
+            self._spare_since = now
+        if needed > t.scale_down_fill * (target - 1):
+            return _with(base, target, (), f"spare capacity under the margin of one replica "
+                         f"({t.scale_down_fill:.0%} of {target - 1})")
         return self._scale_down(base, fleet, min_replicas)
 
     def _scale_down(self, base: ScalingDecision, fleet: FleetLoad,
@@ -126,9 +132,7 @@ class TokenLoadPolicy:
         ones newest first (as Serve removes them), drained in parallel, each removed when its
         streams fit the drain deadline by their bound."""
         t, now = self.targets, base.at
-        if self._spare_since is None:
-            self._spare_since = now
-        waited = now - self._spare_since
+        waited = now - (self._spare_since if self._spare_since is not None else now)
         if waited < t.downscale_delay_s:
             return _with(base, base.target, (), f"spare capacity for {waited:.0f} of "
                          f"{t.downscale_delay_s:.0f} s before removing a replica")

@@ -146,6 +146,9 @@ class EngineStats:
     arrival_requests_per_s: float = 0.0  # requests arriving per second, recently
     arrival_prompt_tokens_per_s: float = 0.0  # their prompt tokens
     arrival_decode_tokens_per_s: float = 0.0  # their expected output tokens
+    # ... and the KV token-steps they are expected to hold while decoding (times the seconds
+    # per step: the KV a steady rate of such arrivals keeps in use, by Little's law)
+    arrival_kv_token_steps_per_s: float = 0.0
 
 
 class Engine(abc.ABC):

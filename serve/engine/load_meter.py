@@ -99,7 +99,8 @@ class LoadMeter:
     def __init__(self, lengths: OutputLengthEstimator | None = None, *, now: float = 0.0) -> None:
         self.lengths = lengths or OutputLengthEstimator()
         self.created_at = now
-        self._arrivals = _Buckets(RATE_WINDOW_S, 3)  # requests, prompt, expected decode
+        # requests, prompt tokens, expected decode tokens, expected KV token-steps
+        self._arrivals = _Buckets(RATE_WINDOW_S, 4)
         self._prefill = _Buckets(RATE_WINDOW_S, 2)  # prefill tokens, seconds spent on them
         self._decode = _Buckets(THROUGHPUT_WINDOW_S, 2)  # decode tokens, tokens x step time
         # (when, TTFT, TTFT less the queueing before prefill began)
@@ -112,7 +113,8 @@ class LoadMeter:
 
     def arrived(self, now: float, prompt_tokens: int, max_tokens: int) -> None:
         self._arrivals.add(now, now, (1.0, float(prompt_tokens),
-                                      self.lengths.expected_total(max_tokens)))
+                                      self.lengths.expected_total(max_tokens),
+                                      self.lengths.expected_kv_steps(prompt_tokens, max_tokens)))
 
     def prefix_matched(self, prompt_tokens: int, cached_tokens: int) -> None:
         """A request's prefill began: `cached_tokens` of its prompt came from the cache."""
@@ -159,7 +161,7 @@ class LoadMeter:
             expected += (self.lengths.expected_total(s.max_tokens) if s.generated == 0  # memo
                          else self.lengths.expected_remaining(s.generated, s.max_tokens))
         up = max(1.0, min(RATE_WINDOW_S, now - self.created_at))
-        arrived, arrived_prompt, arrived_decode = self._arrivals.sums(now)
+        arrived, arrived_prompt, arrived_decode, arrived_kv = self._arrivals.sums(now)
         prefilled, prefill_s = self._prefill.sums(now)
         decoded, decode_time = self._decode.sums(now)
         recent = self._recent_ttfts(now)
@@ -187,6 +189,7 @@ class LoadMeter:
             arrival_requests_per_s=arrived / up,
             arrival_prompt_tokens_per_s=arrived_prompt / up,
             arrival_decode_tokens_per_s=arrived_decode / up,
+            arrival_kv_token_steps_per_s=arrived_kv / up,
         )
 
     def _recent_ttfts(self, now: float) -> list[tuple[float, float]]:

@@ -57,6 +57,7 @@ class OutputLengthEstimator:
         self._weights = [prior.weight * w / total for w in raw]
         self._tails: tuple[list[float], list[float]] | None = None
         self._totals: dict[int, float] = {}
+        self._squares: dict[int, float] = {}
         self.observations = 0
 
     def observe(self, output_tokens: int) -> None:
@@ -66,6 +67,7 @@ class OutputLengthEstimator:
         self._weights[_bin(output_tokens)] += 1.0
         self._tails = None
         self._totals.clear()
+        self._squares.clear()
         self.observations += 1
 
     def expected_total(self, max_tokens: int) -> float:
@@ -78,6 +80,24 @@ class OutputLengthEstimator:
                 self._totals.clear()
             self._totals[max_tokens] = v
         return v
+
+    def expected_kv_steps(self, prompt_tokens: int, max_tokens: int) -> float:
+        """KV token-steps a new request is expected to hold while it decodes: at its k-th
+        step it holds prompt + k tokens, so over L steps p L + L (L + 1) / 2, in expectation
+        (L capped at `max_tokens`). Times the seconds a step takes, the KV token-seconds that
+        Little's law turns into the KV a steady arrival rate keeps in use."""
+        square = self._squares.get(max_tokens)
+        if square is None:
+            num = den = 0.0
+            for w, c in zip(self._weights, _CENTERS, strict=True):
+                num += w * min(c, max_tokens) ** 2
+                den += w
+            square = num / den if den > 0 else 0.0
+            if len(self._squares) > 1024:
+                self._squares.clear()
+            self._squares[max_tokens] = square
+        mean = self.expected_total(max_tokens)
+        return prompt_tokens * mean + (square + mean) / 2.0
 
     def expected_remaining(self, generated: int, max_tokens: int) -> float:
         """E[min(L, max_tokens) - generated | L > generated]; at least 1 while under the cap."""

@@ -17,7 +17,7 @@ _ALWAYS = ("running", "waiting", "max_running", "queued_prefill_tokens", "first_
            "expected_remaining_decode_tokens", "decode_bound_tokens",
            "longest_decode_bound_tokens", "generation_tokens_per_s", "prefill_tokens_per_s",
            "arrival_requests_per_s", "arrival_prompt_tokens_per_s",
-           "arrival_decode_tokens_per_s")
+           "arrival_decode_tokens_per_s", "arrival_kv_token_steps_per_s")
 
 
 def routing_stats(stats: EngineStats) -> dict[str, Any]:

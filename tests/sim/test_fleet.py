@@ -93,3 +93,13 @@ def test_a_removed_replica_finishes_its_streams_until_the_deadline_then_cuts_the
     cut = [r for r in result.requests if r.cut]
     assert cut and all(r.replica == 1 and r.finished_at == 110.0 for r in cut)
     assert all(not r.cut for r in result.requests if r.replica == 0)
+
+
+def test_the_worst_hour_is_the_lowest_hourly_attainment():
+    from sim.simulate import worst_hour
+
+    reqs = [SimRequest(rid=i, arrival=float(i * 36), prompt_tokens=1, output_tokens=1,
+                       blocks=()) for i in range(300)]  # 100 an hour for three hours
+    ok = [not (100 <= i < 110) for i in range(300)]  # ten misses, all in the second hour
+    assert worst_hour(reqs, ok) == 0.9
+    assert worst_hour(reqs[:50], ok[:50]) == 1.0  # an hour of 50 requests tells nothing

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from serve.engine.reference.model_args import ModelArgs
 from serve.engine.reference.weight_layout import TensorSpec, is_mtp_tensor, model_specs, scale_name
@@ -74,6 +73,8 @@ def load_state_dict(
     `CheckpointError` naming the file, the tensor and the expected shape for anything missing
     or mis-shaped.
     """
+    from safetensors import safe_open  # here: `dequantize_fp8` alone needs torch only
+
     root = Path(path)
     weight_map = _weight_map(root)
     mtp = [n for n in weight_map if is_mtp_tensor(args, n)]
@@ -140,6 +141,8 @@ def _weight_map(root: Path) -> dict[str, str]:
             raise CheckpointError(f"{index}: cannot read a weight_map from it: {e}") from e
     single = root / SINGLE_FILE
     if single.is_file():
+        from safetensors import safe_open
+
         with safe_open(str(single), framework="pt") as f:
             return dict.fromkeys(f.keys(), SINGLE_FILE)
     if not root.is_dir():

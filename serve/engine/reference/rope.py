@@ -49,7 +49,8 @@ class RotaryEmbedding:
         return freqs.cos() * self.scale, freqs.sin() * self.scale
 
     def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Rotate x [T, ..., dim]; cos/sin [T, dim/2] broadcast over the middle dims.
+        """Rotate x [T, ..., dim]; cos/sin [T, dim/2] broadcast over the middle dims. The result
+        has x's dtype.
 
         Interleaved checkpoints pair dims (0,1), (2,3), ...; the output puts all first members
         of the pairs before all second members. Queries and keys get the same layout, so their
@@ -62,4 +63,5 @@ class RotaryEmbedding:
         else:
             half = x.shape[-1] // 2
             x1, x2 = x[..., :half], x[..., half:]
-        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+        # Rotated in float32 (cos/sin are), returned in x's dtype: a bf16 model stays bf16.
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)

@@ -15,11 +15,9 @@ import random
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import save_file
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from serve.engine.reference.model_args import ModelArgs
 from serve.engine.reference.weight_layout import (
@@ -28,6 +26,13 @@ from serve.engine.reference.weight_layout import (
     model_specs,
     scale_name,
 )
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+# safetensors and tokenizers are imported where files are written: the weights alone
+# (`tiny_tensors`) need torch only, as on a GPU machine lent with nothing else
+# (benchmarks/gpu_numerics.py).
 
 TINY_SHAPE: dict[str, int] = {
     "hidden_size": 256,
@@ -93,7 +98,7 @@ def write_tiny_checkpoint(out: Path, seed: int = 0, dtype: str = "fp32", shards:
         "temperature": 0.6, "top_p": 0.95, "transformers_version": "4.46.3",
     })
     args = ModelArgs.from_dict(cfg, source=str(out / "config.json"))
-    _write_shards(out, _stored_tensors(args, seed, dtype), shards)
+    _write_shards(out, tiny_tensors(args, seed, dtype), shards)
     return out
 
 
@@ -190,7 +195,7 @@ def _init(spec: TensorSpec, hidden: int, g: torch.Generator) -> torch.Tensor:
     return noise / math.sqrt(shape[1])
 
 
-def _stored_tensors(args: ModelArgs, seed: int, dtype: str) -> dict[str, torch.Tensor]:
+def tiny_tensors(args: ModelArgs, seed: int, dtype: str) -> dict[str, torch.Tensor]:
     """Every tensor as the file stores it, in module order (scales right after their weight).
 
     The float32 master values come from one generator in the same order for every dtype, so
@@ -210,6 +215,8 @@ def _stored_tensors(args: ModelArgs, seed: int, dtype: str) -> dict[str, torch.T
 
 
 def _write_shards(out: Path, tensors: dict[str, torch.Tensor], shards: int) -> None:
+    from safetensors.torch import save_file
+
     meta = {"format": "pt"}
     if shards == 1:
         save_file(tensors, str(out / "model.safetensors"), metadata=meta)
@@ -251,6 +258,8 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
 
 def train_tiny_tokenizer(vocab_size: int = TOKENIZER_VOCAB_SIZE) -> Tokenizer:
     """A byte-level BPE with R1's added tokens, trained on the shipped corpus; deterministic."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         # As R1's pre-tokenizer: digits in groups of at most three, runs of CJK kept apart.

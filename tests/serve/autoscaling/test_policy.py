@@ -188,3 +188,22 @@ def test_autoscaling_config_is_accepted_by_serve_and_delays_scale_down_in_the_po
     assert kwargs["downscale_delay_s"] == 450.0 and kwargs["drain_deadline_s"] == 900.0
     assert config.downscale_delay_s == 0.0 and config.min_replicas == 0
     TokenLoadPolicy(**kwargs)  # Serve builds the policy from exactly these
+
+
+def test_from_a_cold_start_the_arrivals_kv_sizes_the_fleet_before_the_kv_in_use_does():
+    """Streams run for minutes: a fleet started empty holds a tenth of its steady KV after a
+    minute. The arrivals' KV token-steps (Little's law, at the replicas' ITL) show the KV they
+    will hold, so the policy does not take the empty caches for spare capacity."""
+    steady_kv = 4 * 0.6 * KV  # what the arrivals will hold: 60% of four pools
+    cold = [replica(i, kv_utilization=0.06, itl_mean_s=0.05,
+                    arrival_kv_token_steps_per_s=steady_kv / 4 / 0.05) for i in range(4)]
+    d = run(policy(), lambda now: cold, 900)
+    assert abs(d.demand["kv"] - 4 * 0.6 / 0.75) < 1e-6 and d.replicas == 4
+
+
+def test_a_fluctuation_within_the_margin_does_not_restart_the_wait_for_spare_capacity():
+    p = policy(downscale_delay_s=300.0)
+    low = [replica(i, kv_utilization=0.1) for i in range(4)]  # needs one replica
+    margin = [replica(i, kv_utilization=0.52) for i in range(4)]  # needs 2.77: under the margin
+    d = run(p, lambda now: margin if 100 <= now < 200 else low, 400)
+    assert d.replicas == 3  # the wait began at 0 and ran through the fluctuation

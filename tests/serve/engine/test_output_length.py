@@ -58,3 +58,15 @@ def test_a_shift_in_lengths_is_learnt_and_the_old_ones_forgotten():
         est.observe(8192)
     assert est.expected_total(32768) == pytest.approx(8192, rel=0.002)
     assert est.expected_total(4000) == pytest.approx(4000, rel=0.002)  # capped by max_tokens
+
+
+def test_kv_token_steps_are_the_prompt_and_the_growing_output_held_at_each_step():
+    """A request of prompt p that decodes L tokens holds p + k tokens at its k-th step:
+    p L + L (L + 1) / 2 token-steps, in expectation over the learnt lengths (capped)."""
+    est = OutputLengthEstimator(LengthPrior(median_tokens=256, sigma=0.1, weight=1e-9))
+    for i in range(4000):  # half 256, half 4096 tokens (both exact bin centres); the decay
+        est.observe(256 if i % 2 else 4096)  # weighs the last a hair more: within 0.2%
+    expected = 0.5 * (1000 * 256 + 256 * 257 / 2) + 0.5 * (1000 * 4096 + 4096 * 4097 / 2)
+    assert est.expected_kv_steps(1000, 32768) == pytest.approx(expected, rel=2e-3)
+    capped = 0.5 * (1000 * 256 + 256 * 257 / 2) + 0.5 * (1000 * 2048 + 2048 * 2049 / 2)
+    assert est.expected_kv_steps(1000, 2048) == pytest.approx(capped, rel=2e-3)
