@@ -3,8 +3,13 @@
 #
 #   bash benchmarks/gpu_smoke.sh            # defaults below
 #   MODEL=deepseek-ai/DeepSeek-V2-Lite-Chat GPUS=2 REQUESTS=16 bash benchmarks/gpu_smoke.sh
+#   ONLY=numerics bash benchmarks/gpu_smoke.sh   # torch alone: no Ray, SGLang or download
 #
-# It downloads a small public model of R1's architecture family, deploys it with
+# First, with torch alone, `benchmarks/gpu_numerics.py` checks the reference model's fp32 and
+# bf16 numerics and R1's FP8 block dequantization on the GPU against the CPU, and prints one
+# JSON line; the script stops there with ONLY=numerics, or when that check fails.
+#
+# Then it downloads a small public model of R1's architecture family, deploys it with
 # `r1serve deploy` (backend sglang) on a local Ray, sends a few streamed requests, and prints
 # time to first token and throughput. Run it inside the r1serve image (docker/Dockerfile) or a
 # venv with `pip install -e '.[sglang]'`.
@@ -24,6 +29,7 @@
 #   MAX_TOKENS output tokens per request (default 256)
 #   PORT       HTTP port of the OpenAI API (default 8000)
 #   KEEP=1     leave the application running afterwards
+#   ONLY=numerics  stop after the torch-only check
 set -euo pipefail
 
 MODEL="${MODEL:-deepseek-ai/DeepSeek-V2-Lite-Chat}"
@@ -34,6 +40,8 @@ CONCURRENCY="${CONCURRENCY:-4}"
 MAX_TOKENS="${MAX_TOKENS:-256}"
 PORT="${PORT:-8000}"
 KEEP="${KEEP:-0}"
+ONLY="${ONLY:-}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
 WORK="$(mktemp -d)"
 STARTED_RAY=0
@@ -55,6 +63,14 @@ if [ "$have" -lt "$GPUS" ]; then
   log "GPUS=$GPUS but this node has $have GPU(s)"
   exit 1
 fi
+log "torch numerics: the reference model and FP8 dequantization on the GPU against the CPU"
+(cd "$REPO" && "$PY" -m benchmarks.gpu_numerics --device cuda) \
+  || { log "numerics check failed: the JSON line above says which part"; exit 1; }
+if [ "$ONLY" = "numerics" ]; then
+  log "ONLY=numerics: done"
+  exit 0
+fi
+
 command -v r1serve >/dev/null || { log "r1serve is not installed (pip install -e '.[sglang]')"; exit 1; }
 "$PY" -c "import sglang; assert sglang.__version__ == '0.5.23', sglang.__version__" \
   || { log "sglang 0.5.23 is required (pip install -e '.[sglang]')"; exit 1; }
