@@ -36,7 +36,8 @@ def test_bursts_the_trend_cannot_see_coming_make_the_spread():
 def test_samples_closer_than_the_period_are_one():
     f = LoadForecast(900, 3600, sample_s=10)
     f.update(0.0, Arrivals(1.0, 100.0), 300)
-    assert f.update(5.0, Arrivals(100.0, 10_000.0), 300).level == 100.0  # asked again half a period on
+    # Serve asks again half a period on: not a new sample
+    assert f.update(5.0, Arrivals(100.0, 10_000.0), 300).level == 100.0
 
 
 def test_a_falling_trend_never_forecasts_below_zero():
