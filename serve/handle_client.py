@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 from ray import exceptions as ray_exceptions
+from ray.serve import context as serve_context
 from ray.serve.handle import DeploymentHandle
 
 from serve.engine.base import EngineStats, GenerationRequest, TokenDelta
@@ -12,13 +15,36 @@ from serve.errors import EngineDeadError, R1ServeError
 
 
 def _unwrap(e: BaseException) -> BaseException:
-    """Our typed errors raised inside a replica come back wrapped; surface the original."""
+    """Our typed errors raised inside a replica come back wrapped; surface the original. (What
+    Ray says of a dead actor names its id, pid and node: the HTTP edge logs 5xx messages and
+    shows clients a stable one.)"""
     cause = getattr(e, "cause", None)
     if isinstance(cause, R1ServeError):
         return cause
     if isinstance(e, ray_exceptions.RayActorError | ray_exceptions.ActorDiedError):
         return EngineDeadError(f"the engine replica died: {e}")
     return e
+
+
+@contextmanager
+def own_internal_request_id(internal_id: str) -> Iterator[None]:
+    """Handle calls made inside get `internal_id` as their Serve internal request id.
+
+    A handle call takes its internal id from the Serve request being served, here the HTTP
+    request, so all the engine requests of one HTTP request (its choices, its prompts) would
+    share one. Serve's router keeps its pending requests by that id: the second of two calls
+    pending at once is never routed, and its choice never answers. The request router's own
+    bookkeeping (`PrefixAwareRouter`) is keyed by it too. Every engine request therefore gets
+    its own, set in Serve's request context (which `handle.remote()` reads synchronously; it
+    has no option for it) and restored at once.
+    """
+    var = serve_context._serve_request_context
+    current = serve_context._get_serve_request_context()
+    token = var.set(dataclasses.replace(current, _internal_request_id=internal_id))
+    try:
+        yield
+    finally:
+        var.reset(token)
 
 
 class HandleEngineClient:
@@ -31,7 +57,9 @@ class HandleEngineClient:
         self._inflight: dict[str, object] = {}
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
-        stream = self._streaming.generate.remote(request)
+        # Engine request ids are unique (a uuid per response, a suffix per choice).
+        with own_internal_request_id(request.request_id):
+            stream = self._streaming.generate.remote(request)
         self._inflight[request.request_id] = stream
         finished = False
         try:
