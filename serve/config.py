@@ -87,6 +87,10 @@ class ApiSection(_Section):
     max_in_flight: int = Field(256, ge=1, description="Requests admitted at once per ingress "
                                "replica; beyond it clients get 429 with Retry-After.")
     request_timeout_s: float = Field(3600.0, gt=0, description="Longest a request may run.")
+    max_body_bytes: int | None = Field(
+        None, ge=1024, description="Largest request body in bytes; a larger one is answered "
+        "413 before it is parsed. Empty: 128 bytes per token of model.context_length, at "
+        "least 1 MiB (4 MiB at 32K).")
 
     def api_keys(self) -> frozenset[str]:
         """Keys from the environment variable and the file, read at start."""

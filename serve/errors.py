@@ -5,10 +5,17 @@ from __future__ import annotations
 
 
 class R1ServeError(Exception):
-    """Base of every error r1serve raises on purpose."""
+    """Base of every error r1serve raises on purpose.
+
+    A client error's (4xx) `message` is for the client: it names the field and the fix. A
+    server error's (5xx) may tell what only operators should see (actor ids, pids, node
+    addresses); clients get its `public_message` and a request id, the log gets the rest.
+    """
 
     status_code: int = 500
     code: str = "internal_error"
+    public_message: str = "internal server error; the server log has the details"
+    retry_after_s: int | None = None  # sent as Retry-After
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -52,4 +59,8 @@ class EngineDeadError(R1ServeError):
 
     status_code = 503
     code = "engine_unavailable"
+    public_message = ("no engine replica could serve this request; one is starting again or "
+                      "the server is going away: retry shortly")
+    # Serve replaces a failed replica in seconds (the tiny model) to minutes (R1's weights).
+    retry_after_s = 5
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from serve.api.logprobs import LogprobFormatter
+from serve.api.prompt_tokens import prompt_tokens
 from serve.api.protocol import (
     ChatChoice,
     ChatChunkChoice,
@@ -38,8 +39,9 @@ def plan_chat(body: ChatCompletionRequest, tokenizer: ApiTokenizer, settings: Ap
               session_id: str | None = None) -> tuple[list[GenerationRequest], ChatRenderer]:
     """Validate and tokenize a chat request: its engine requests and their renderer."""
     body.check_supported()
-    prompt = tokenizer.apply_chat_template(template_messages(body.messages),
-                                           add_generation_prompt=True)
+    text = tokenizer.render_chat(template_messages(body.messages), add_generation_prompt=True)
+    # the template writes the BOS
+    prompt = prompt_tokens(tokenizer, text, settings.context_length, "messages", add_bos=False)
     param = "max_tokens" if body.max_completion_tokens is None else "max_completion_tokens"
     max_tokens = resolve_max_tokens(body.requested_max_tokens, len(prompt), settings, param)
     top = body.top_logprobs or 0

@@ -29,6 +29,7 @@ class EngineRequestError(R1ServeError):
     """The engine failed one request after accepting it (HTTP 500)."""
 
     code = "engine_error"
+    public_message = "the engine failed this request; the server log has the details"
 
 
 class ChoiceStreams:

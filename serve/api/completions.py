@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from serve.api.logprobs import LogprobFormatter
+from serve.api.prompt_tokens import prompt_tokens
 from serve.api.protocol import (
+    MAX_N,
     CompletionChoice,
     CompletionChunk,
     CompletionRequest,
@@ -36,12 +38,18 @@ def plan_completion(body: CompletionRequest, tokenizer: ApiTokenizer, settings: 
     body.check_supported()
     response_id = f"cmpl-{uuid.uuid4().hex}"
     prompts = body.prompts
+    if len(prompts) * body.n > MAX_N:
+        raise InvalidRequestError(
+            f"{len(prompts)} prompts of n={body.n} choices each are {len(prompts) * body.n} "
+            f"choices, over this server's limit of {MAX_N} per request; send fewer prompts per "
+            "request", param="prompt")
     top = body.logprobs or 0
     requests: list[GenerationRequest] = []
     prompt_lens: list[int] = []
     for p, prompt in enumerate(prompts):
-        ids = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         param = "prompt" if len(prompts) == 1 else f"prompt[{p}]"
+        ids = (prompt_tokens(tokenizer, prompt, settings.context_length, param)
+               if isinstance(prompt, str) else list(prompt))
         bad = next((t for t in ids if not 0 <= t < tokenizer.vocab_size), None)
         if bad is not None:
             raise InvalidRequestError(f"token id {bad} is outside the vocabulary "

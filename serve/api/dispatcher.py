@@ -22,9 +22,10 @@ from pydantic import BaseModel
 from serve.api.admission import Admission
 from serve.api.choice_streams import ChoiceStreams
 from serve.api.engine_client import EngineClient
-from serve.api.http_errors import error_body
+from serve.api.http_errors import public_error
 from serve.api.metrics import ApiMetrics, RequestObserver
 from serve.api.protocol import UsageInfo
+from serve.api.request_id import request_id_of
 from serve.api.sse import DONE, SSEResponse, sse_event
 from serve.engine.base import GenerationRequest, TokenDelta
 from serve.errors import R1ServeError
@@ -109,7 +110,8 @@ class Dispatcher:
             finish(500)
             raise
         outcome = [CLIENT_CLOSED]  # unless the stream runs to its end
-        events = _events(first, streams, renderer, observer, outcome)
+        events = _events(first, streams, renderer, observer, outcome,
+                         request_id_of(http.scope))
         return SSEResponse(events, on_close=[lambda: finish(outcome[0])])
 
 
@@ -121,7 +123,8 @@ async def _collect(streams: ChoiceStreams, renderer: Renderer,
 
 
 async def _events(first: tuple[int, TokenDelta], streams: ChoiceStreams, renderer: Renderer,
-                  observer: RequestObserver, outcome: list[int]) -> AsyncIterator[bytes]:
+                  observer: RequestObserver, outcome: list[int],
+                  request_id: str | None) -> AsyncIterator[bytes]:
     """The SSE body. `outcome[0]` becomes the status to record once the stream has ended."""
     try:
         index, delta = first
@@ -138,12 +141,11 @@ async def _events(first: tuple[int, TokenDelta], streams: ChoiceStreams, rendere
         outcome[0] = 200
     except R1ServeError as e:  # the headers are out: report the error in-band
         outcome[0] = e.status_code
-        yield sse_event(error_body(e.status_code, e.message, code=e.code, param=e.param))
+        yield sse_event(public_error(e, request_id))
     except Exception:
-        log.exception("streaming response failed")
+        log.exception("request %s: streaming response failed", request_id)
         outcome[0] = 500
-        yield sse_event(error_body(500, "internal server error; the server log has the details",
-                                   code="internal_error"))
+        yield sse_event(public_error(R1ServeError("unhandled error"), request_id))
     yield DONE
 
 
@@ -156,8 +158,19 @@ async def _until_disconnect(http: Request, work: Awaitable[T]) -> T:
             await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
             if task.done():
                 return task.result()
-            if await http.is_disconnected():
+            if await _client_gone(http):
                 raise _ClientGone()
     finally:
         if not task.done():
             task.cancel()
+
+
+async def _client_gone(http: Request) -> bool:
+    try:
+        return await http.is_disconnected()
+    except Exception:
+        # The connection's messages cannot be read: behind Ray Serve, its proxy has dropped the
+        # request (the client went away), and relaying raises (TaskCancelledError).
+        log.debug("request %s: the connection is unreadable; taken as a disconnect",
+                  request_id_of(http.scope), exc_info=True)
+        return True

@@ -3,13 +3,15 @@ settings)` gives a FastAPI app that reaches engines only through an `EngineClien
 
 Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models[/{id}]`, and,
 without API-key checks (for load balancers and Prometheus), `GET /health` and `GET /metrics`.
-A request is checked in this order, cheapest first: API key (401), body schema (400), model
-name (404), unsupported parameters and limits (400), admission (429); then it reaches an
-engine, which may still refuse it (400, 503).
+A request is checked in this order, cheapest first: API key (401), body size (413), body schema
+(400), model name (404), unsupported parameters and limits (400), admission (429); then it
+reaches an engine, which may still refuse it (400, 503).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.api.admission import Admission
 from serve.api.auth import ApiKeyAuth, AuthenticationError
+from serve.api.body_limit import BodyLimit
 from serve.api.chat import plan_chat
 from serve.api.completions import plan_completion
 from serve.api.dispatcher import Dispatcher
@@ -32,8 +35,11 @@ from serve.api.protocol import (
     ModelCard,
     ModelList,
 )
+from serve.api.request_id import REQUEST_ID_HEADER, assign_request_id, request_id_of
 from serve.api.tokenizer_protocol import ApiTokenizer
-from serve.errors import ConfigError, EngineDeadError
+from serve.errors import ConfigError, EngineDeadError, R1ServeError
+
+log = logging.getLogger(__name__)
 
 # Requests of one conversation carry the same id here, so the router keeps them on the
 # replica that caches their history (unless it is overloaded).
@@ -51,6 +57,7 @@ class ApiSettings:
     api_keys: frozenset[str] = field(default_factory=frozenset)  # empty: no authentication
     max_in_flight: int = 256  # admitted requests; beyond it 429 with Retry-After
     request_timeout_s: float | None = 3600.0  # whole request, first byte to last token
+    max_body_bytes: int | None = None  # None: `default_body_limit(context_length)`
 
     def __post_init__(self) -> None:
         if not self.served_model_name:
@@ -68,6 +75,20 @@ class ApiSettings:
                               "(or null for no timeout)")
         if any(not k for k in self.api_keys):
             raise ConfigError("api api_keys must not contain an empty key")
+        if self.max_body_bytes is not None and self.max_body_bytes < 1024:
+            raise ConfigError(f"api max_body_bytes={self.max_body_bytes} must be at least 1024")
+
+    @property
+    def body_limit(self) -> int:
+        """Most bytes of a request body; larger ones get 413 before they are parsed."""
+        return self.max_body_bytes or default_body_limit(self.context_length)
+
+
+def default_body_limit(context_length: int) -> int:
+    """128 bytes per token of context, at least 1 MiB: room for a full context of JSON-escaped
+    text or token ids, plus earlier turns' reasoning that clients echo back and the chat
+    template drops (32K tokens: 4 MiB)."""
+    return max(1 << 20, 128 * context_length)
 
 
 def build_openai_app(client: EngineClient, tokenizer: ApiTokenizer, settings: ApiSettings,
@@ -80,6 +101,8 @@ def build_openai_app(client: EngineClient, tokenizer: ApiTokenizer, settings: Ap
     dispatcher = Dispatcher(client, admission, metrics, settings.request_timeout_s)
     app.state.metrics, app.state.admission = metrics, admission
     install_error_handlers(app)
+    # The last added runs first: API key, then the body's size, then the routes.
+    app.add_middleware(BodyLimit, max_bytes=settings.body_limit)
     app.add_middleware(_Gate, auth=ApiKeyAuth(settings.api_keys), metrics=metrics)
     created = int(time.time())
     card = ModelCard(id=settings.served_model_name, created=created)
@@ -95,15 +118,17 @@ def build_openai_app(client: EngineClient, tokenizer: ApiTokenizer, settings: Ap
     @v1.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, http: Request) -> Response:
         check_model(body.model)
-        requests, renderer = plan_chat(body, tokenizer, settings,
-                                       http.headers.get(SESSION_HEADER))
+        # Rendering and tokenizing take time in proportion to the prompt: off the event loop,
+        # which serves every other request meanwhile.
+        requests, renderer = await asyncio.to_thread(plan_chat, body, tokenizer, settings,
+                                                     http.headers.get(SESSION_HEADER))
         return await dispatcher.respond(http, "chat", requests, renderer, body.stream)
 
     @v1.post("/completions")
     async def completions(body: CompletionRequest, http: Request) -> Response:
         check_model(body.model)
-        requests, renderer = plan_completion(body, tokenizer, settings,
-                                             http.headers.get(SESSION_HEADER))
+        requests, renderer = await asyncio.to_thread(plan_completion, body, tokenizer,
+                                                     settings, http.headers.get(SESSION_HEADER))
         return await dispatcher.respond(http, "completions", requests, renderer, body.stream)
 
     @v1.get("/models")
@@ -143,28 +168,33 @@ def _endpoint(path: str) -> str:
 
 
 class _Gate:
-    """ASGI middleware in front of every route: checks API keys on `/v1` before anything else
-    (even before the body is parsed), and counts `/v1` requests that never reached the
-    dispatcher (rejected early), which counts its own."""
+    """ASGI middleware in front of every route: gives each request its id, checks API keys on
+    `/v1` before anything else (even before the body is read), answers a bug with a bare 500
+    (logged with its traceback under the request id), and counts `/v1` requests that never
+    reached the dispatcher (rejected early), which counts its own."""
 
     def __init__(self, app: ASGIApp, auth: ApiKeyAuth, metrics: ApiMetrics) -> None:
         self.app, self.auth, self.metrics = app, auth, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/v1"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if assign_request_id(scope):
+            send = _with_request_id(send, request_id_of(scope) or "")
+        path = scope.get("path", "")
+        counted = path.startswith("/v1")
         endpoint = _endpoint(path)
-        header = dict(scope.get("headers", ())).get(b"authorization")
-        try:
-            self.auth.check(None if header is None else header.decode("latin-1"))
-        except AuthenticationError as e:
-            self.metrics.requests.labels(endpoint, str(e.status_code)).inc()
-            await error_response(e)(scope, receive, send)
-            return
+        if counted:
+            header = dict(scope.get("headers", ())).get(b"authorization")
+            try:
+                self.auth.check(None if header is None else header.decode("latin-1"))
+            except AuthenticationError as e:
+                self.metrics.requests.labels(endpoint, str(e.status_code)).inc()
+                await error_response(e, request_id_of(scope))(scope, receive, send)
+                return
         state = scope.setdefault("state", {})
-        status = 500  # unless a response starts
+        status: int | None = None  # until a response starts
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
@@ -174,6 +204,25 @@ class _Gate:
 
         try:
             await self.app(scope, receive, send_and_note)
+        except Exception as e:
+            if status is not None:  # the response is under way: nothing else can be sent
+                raise
+            request_id = request_id_of(scope)
+            log.error("request %s: unhandled error serving %s %s", request_id,
+                      scope.get("method"), path, exc_info=e)
+            status = 500
+            await error_response(R1ServeError("unhandled error"), request_id)(
+                scope, receive, send)
         finally:
-            if not state.get("observed"):
-                self.metrics.requests.labels(endpoint, str(status)).inc()
+            if counted and not state.get("observed"):
+                self.metrics.requests.labels(endpoint, str(status or 500)).inc()
+
+
+def _with_request_id(send: Send, request_id: str) -> Send:
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()),
+                                              (REQUEST_ID_HEADER, request_id.encode())]}
+        await send(message)
+
+    return send_with_id

@@ -1,18 +1,23 @@
 """OpenAI Chat Completions, Completions and Models, as pydantic models: the HTTP edge.
 
-Requests forbid unknown fields, so a typo is a 400 naming the field. Known OpenAI fields this
-server cannot honour (tools, response formats, penalties, ...) are accepted by the schema and
-then rejected by `check_supported()` with a 400 naming the field whenever they are set to
-anything but their no-op value; none is silently ignored. Extensions beyond OpenAI's schema
+Requests forbid unknown fields, so a typo is a 400 naming the field, and take JSON's types as
+they are (strict: `"max_tokens": true`, `"stream": "yes"` or `"seed": "42"` are 400s, as at
+OpenAI; NaN and infinities too). Text that is tokenized must be Unicode: a lone surrogate
+escape (`"\\ud800"`) is a 400 naming its field. Known OpenAI fields this server cannot honour
+(tools, response formats, penalties, ...) are accepted by the schema and then rejected by
+`check_supported()` with a 400 naming the field whenever they are set to anything but their
+no-op value; none is silently ignored. Extensions beyond OpenAI's schema
 (`top_k`, `min_p`, `ignore_eos`, `reasoning_content`) follow vLLM's and DeepSeek's names.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,9 +28,25 @@ from pydantic import (
 
 from serve.errors import InvalidRequestError
 
-MAX_N = 128  # OpenAI's limit on choices per request
+MAX_N = 128  # OpenAI's limit on choices per request; here on all prompts' choices together
 MAX_TOP_LOGPROBS = 20
+MAX_STOP = 16  # stop strings per request (OpenAI allows 4); each is matched at every token
+MAX_STOP_CHARS = 1024  # characters per stop string
 SEED_RANGE = {"ge": -(2**63), "le": 2**63 - 1}
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode_text(value: str) -> str:
+    # JSON may escape a lone UTF-16 surrogate; Python keeps it, and no tokenizer can encode it.
+    if not value.isascii() and _SURROGATE.search(value):
+        raise ValueError("the text contains a lone UTF-16 surrogate (an escape from "
+                         "\\ud800 to \\udfff without its pair), which is not Unicode text")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode_text)]
+StopText = Annotated[Text, Field(max_length=MAX_STOP_CHARS)]
 
 
 class UnsupportedParameterError(InvalidRequestError):
@@ -43,7 +64,7 @@ def _require(checks: Iterable[tuple[str, bool, str]]) -> None:
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # -- shared pieces ---------------------------------------------------------------------------
@@ -58,14 +79,14 @@ class ContentPart(BaseModel):
     """A part of a message's content. Only `text` parts are served; other types are accepted
     by the schema so that the error names the unsupported part, not its fields."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     type: str
-    text: str | None = None
+    text: Text | None = None
 
 
 class ToolCallFunction(_Request):
-    name: str
-    arguments: str
+    name: Text
+    arguments: Text
 
 
 class ToolCall(_Request):
@@ -78,7 +99,7 @@ class ChatMessage(_Request):
     """One message of the conversation. `developer` is treated as `system`."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
+    content: Text | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None  # history of earlier assistant turns
     tool_call_id: str | None = None
@@ -92,7 +113,7 @@ class _SamplingFields(_Request):
     model: str
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP)] | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
@@ -205,9 +226,12 @@ class ChatCompletionRequest(_SamplingFields):
             _require([(f"messages[{i}].name", m.name is None,
                        "R1's chat template has no participant names")])
             for j, part in enumerate(m.content if isinstance(m.content, list) else ()):
-                _require([(f"messages[{i}].content[{j}]", part.type == "text"
-                           and part.text is not None, f"only text parts are served, not "
-                           f"{part.type!r}")])
+                _require([(f"messages[{i}].content[{j}]", part.type == "text",
+                           f"only text parts are served, not {part.type!r}")])
+                if part.text is None:
+                    raise InvalidRequestError(
+                        f"missing required parameter 'messages[{i}].content[{j}].text': a "
+                        "text part carries its text", param=f"messages[{i}].content[{j}].text")
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -313,7 +337,7 @@ class ChatCompletionChunk(_Chunk):
 class CompletionRequest(_SamplingFields):
     """`POST /v1/completions`: a raw prompt, no chat template, no reasoning split."""
 
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Text | list[Text] | list[int] | list[list[int]]
     logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     echo: bool | None = False
     suffix: str | None = None
@@ -328,6 +352,13 @@ class CompletionRequest(_SamplingFields):
             ("best_of", self.best_of in (None, self.n),
              "ranking candidates is not implemented; use n"),
         ])
+
+    @field_validator("prompt")
+    @classmethod
+    def _some_prompt(cls, value: Any) -> Any:
+        if value == []:
+            raise ValueError("no prompt: send a string, a list of token ids, or a list of them")
+        return value
 
     @property
     def prompts(self) -> list[str | list[int]]:

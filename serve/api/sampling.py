@@ -27,12 +27,12 @@ def resolve_max_tokens(requested: int | None, prompt_len: int, settings: ApiSett
         raise InvalidRequestError(
             f"{param}={requested} is over this server's limit of {cap} output tokens; ask for "
             f"at most {cap}", param=param)
+    room = context - prompt_len
+    if room < 1:  # the prompt alone is too long, whatever the output budget
+        raise ContextLengthError(
+            f"the prompt ({prompt_len} tokens) leaves no room for output in the context "
+            f"length of {context}; shorten the prompt", param=prompt_param)
     if requested is None:
-        room = context - prompt_len
-        if room < 1:
-            raise ContextLengthError(
-                f"the prompt ({prompt_len} tokens) leaves no room for output in the context "
-                f"length of {context}; shorten the prompt", param=prompt_param)
         return min(cap, room)
     if prompt_len + requested > context:
         raise ContextLengthError(

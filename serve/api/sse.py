@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from pydantic import BaseModel
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,16 @@ class SSEResponse(StreamingResponse):
         self._on_close = list(on_close)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_or_gone() -> Message:
+            # Behind Ray Serve, reading a connection its proxy has dropped raises
+            # (TaskCancelledError): the client is gone, as a disconnect message would say.
+            try:
+                return await receive()
+            except Exception:
+                return {"type": "http.disconnect"}
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive_or_gone, send)
         finally:
             self.close()
             aclose = getattr(self._content, "aclose", None)

@@ -8,6 +8,7 @@ the chat template with the options transformers uses, so prompts are byte-identi
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -107,6 +108,17 @@ class Tokenizer:
     def think_end_id(self) -> int | None:
         """Id of `</think>`, or None when the vocabulary has no such token."""
         return self._think_end_id
+
+    @functools.cached_property
+    def max_token_chars(self) -> int | None:
+        """Most characters of text one token stands for, or None when the tokenizer normalizes
+        text first (a normalizer may shrink it, and then no bound holds).
+
+        A vocabulary string is one character per byte of a byte-level token and the literal
+        text of an added token; either way no shorter than the text the token encodes."""
+        if self._tok.normalizer is not None:
+            return None
+        return max(len(t) for t in self._tok.get_vocab(with_added_tokens=True))
 
     def id_to_token(self, i: int) -> str | None:
         """The token's vocabulary string (byte-level form), or None for an unknown id."""

@@ -21,6 +21,10 @@ from serve.errors import EngineDeadError
 SERVED = "deepseek-r1-tiny"
 SETTINGS = ApiSettings(served_model_name=SERVED, context_length=256, max_tokens_cap=64)
 HI = [{"role": "user", "content": "hi"}]
+# What Ray says of a dead actor, and no client should read.
+LEAK = ("ActorDiedError: actor_id=5f2a pid=4242 namespace=serve ip=10.0.0.7; the worker was "
+        "killed by the OOM killer: see Ray's out-of-memory docs")
+INTERNALS = ("actor_id", "pid=", "namespace", "10.0.0.7", "OOM", "memory")
 
 
 class FakeClient:
@@ -35,7 +39,7 @@ class FakeClient:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
         if self.dead:
-            raise EngineDeadError("reference engine stopped: test")
+            raise EngineDeadError(f"reference engine stopped: {LEAK}")
         if self.bug:
             raise RuntimeError("a bug in the engine client")
         self.started += 1
@@ -55,7 +59,7 @@ class FakeClient:
 
     async def health(self) -> None:
         if self.dead:
-            raise EngineDeadError("reference engine stopped: test")
+            raise EngineDeadError(f"reference engine stopped: {LEAK}")
 
     async def replica_stats(self) -> dict[str, EngineStats]:
         return {}
@@ -192,14 +196,23 @@ def test_over_max_in_flight_is_429_with_retry_after(serve_app, tiny_tokenizer, w
     assert server.client().chat.completions.create(model=SERVED, messages=HI)
 
 
-def test_dead_engine_is_503(serve_app, tiny_tokenizer):
+def test_dead_engine_is_503_with_retry_after_and_no_internals(serve_app, tiny_tokenizer,
+                                                              caplog):
     server, _ = start(serve_app, tiny_tokenizer, client=FakeClient(dead=True))
     r = httpx2.get(f"{server.url}/health")
     assert r.status_code == 503 and r.json()["error"]["code"] == "engine_unavailable"
+    assert int(r.headers["retry-after"]) >= 1
     for stream in (False, True):
         with pytest.raises(openai.InternalServerError) as e:
             server.client().chat.completions.create(model=SERVED, messages=HI, stream=stream)
-        assert e.value.status_code == 503
+        assert e.value.status_code == 503 and int(e.value.response.headers["retry-after"]) >= 1
+        message = error_of(e.value)["message"]
+        rid = e.value.response.headers["x-request-id"]
+        assert rid in message and "retry" in message
+        assert not any(s in message for s in INTERNALS)
+        # operators find what happened under the id the client was given
+        assert any(rid in r.getMessage() and "actor_id=" in r.getMessage()
+                   for r in caplog.records)
 
 
 def test_timeout_is_408_and_aborts(serve_app, tiny_tokenizer, wait_until):
@@ -214,12 +227,14 @@ def test_timeout_is_408_and_aborts(serve_app, tiny_tokenizer, wait_until):
 def test_engine_failure_mid_stream_is_an_error_event(serve_app, tiny_tokenizer):
     server, _ = start(serve_app, tiny_tokenizer, client=FakeClient(fail_after=2))
     stream = server.client().chat.completions.create(model=SERVED, messages=HI, stream=True)
-    with pytest.raises(openai.APIError, match="died mid-stream"):
+    with pytest.raises(openai.APIError, match="retry shortly"):
         list(stream)
     r = httpx2.post(f"{server.url}/v1/chat/completions",
-                    json={"model": SERVED, "messages": HI, "stream": True})
+                    json={"model": SERVED, "messages": HI, "stream": True},
+                    headers={"x-request-id": "client-chosen-7"})
     events = [line for line in r.text.split("\n\n") if line]
     assert '"engine_unavailable"' in events[-2] and events[-1] == "data: [DONE]"
+    assert "client-chosen-7" in events[-2] and "mid-stream" not in events[-2]
 
 
 def test_bugs_are_500_without_details(serve_app, tiny_tokenizer):
@@ -229,3 +244,34 @@ def test_bugs_are_500_without_details(serve_app, tiny_tokenizer):
     err = error_of(e.value)
     assert e.value.status_code == 500 and err["type"] == "server_error"
     assert "a bug" not in err["message"]
+    assert e.value.response.headers["x-request-id"] in err["message"]
+
+
+def test_lone_surrogates_are_400_naming_the_field(serve_app, tiny_tokenizer):
+    server, fake = start(serve_app, tiny_tokenizer)
+    url = f"{server.url}/v1/chat/completions"
+    body = (b'{"model": "%s", "messages": [{"role": "user", "content": "a\\ud800b"}]}'
+            % SERVED.encode())
+    r = httpx2.post(url, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == "messages[0].content" and "surrogate" in err["message"]
+    # even where the message quotes what was sent: a 400, never a 500
+    r = httpx2.post(url, content=b'{"model": "m", "messages": [{"role": "user", "content": '
+                    b'"hi"}], "te\\udc00mp": 1}', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "surrogate" in r.json()["error"]["message"]
+    assert fake.started == 0
+
+
+def test_bodies_that_are_not_json_say_why(serve_app, tiny_tokenizer):
+    server, _ = start(serve_app, tiny_tokenizer)
+    url = f"{server.url}/v1/chat/completions"
+    r = httpx2.post(url, content=b'{"model": "m"}', headers={"content-type": "text/plain"})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["code"] == "invalid_content_type"
+    assert "application/json" in err["message"] and "text/plain" in err["message"]
+    for content, why in ((b'{"model": "\xff\xfe"}', "UTF-8"),
+                         (b"[" * 100_000 + b"]" * 100_000, "deep")):
+        r = httpx2.post(url, content=content, headers={"content-type": "application/json"})
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["code"] == "invalid_json" and why in err["message"]

@@ -118,3 +118,42 @@ def test_disconnect_before_the_first_token_aborts(serve_app, tiny_tokenizer, wai
     assert wait_until(lambda: sorted(client.closed) == sorted(client.started))
     assert wait_until(lambda: sorted(client.aborted) == sorted(client.started))
     assert wait_until(lambda: ingress_idle(server))
+
+
+class ProxyDropsRequest:
+    """The app behind a proxy that drops the request once its body is through: reading the
+    connection then raises, as Ray Serve's relay does (TaskCancelledError) when its client
+    has gone."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        body_done = False
+
+        async def relay():
+            nonlocal body_done
+            if body_done:
+                raise RuntimeError("TaskCancelledError: the request was cancelled")
+            message = await receive()
+            body_done = not message.get("more_body", False)
+            return message
+
+        await self.app(scope, relay, send)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_dropped_connection_is_a_499_not_a_500(serve_app, tiny_tokenizer, wait_until,
+                                                 caplog, stream):
+    client = WaitingClient()
+    settings = ApiSettings(served_model_name=SERVED, context_length=1024, max_tokens_cap=1000)
+    app = build_openai_app(client, tiny_tokenizer, settings)
+    server = serve_app(ProxyDropsRequest(app))
+    r = httpx2.post(f"{server.url}/v1/chat/completions", timeout=10,
+                    json={**LONG, "stream": stream})
+    assert r.status_code == 499  # (a real proxy has no one to send it to)
+    assert wait_until(lambda: client.aborted == client.started != [])
+    text = httpx2.get(f"{server.url}/metrics").text
+    assert 'r1serve_api_requests_total{endpoint="chat",status="499"} 1.0' in text
+    assert 'status="500"' not in text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

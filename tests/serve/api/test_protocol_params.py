@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 from pydantic import ValidationError
@@ -14,6 +15,7 @@ from serve.api.http_errors import describe_validation_error
 from serve.api.ingress import ApiSettings
 from serve.api.logprobs import LogprobFormatter
 from serve.api.protocol import (
+    MAX_STOP,
     ChatCompletionRequest,
     CompletionRequest,
     UnsupportedParameterError,
@@ -230,3 +232,73 @@ def test_logprob_tokens_carry_their_exact_bytes(tiny_tokenizer):
     assert entry.logprob == -0.5 and len(entry.top_logprobs) == 1
     legacy = fmt.completion([lp, lp], top_n=2, text_offset=3)
     assert legacy.text_offset[0] == 3 and legacy.top_logprobs[0]["</think>"] == -1.0
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"max_tokens": True}, "max_tokens"),
+    ({"stream": "yes"}, "stream"),
+    ({"seed": "42"}, "seed"),
+    ({"logprobs": "yes"}, "logprobs"),
+    ({"temperature": "0.5"}, "temperature"),
+    ({"n": 2.0}, "n"),
+    ({"stream_options": {"include_usage": 1}, "stream": True}, "stream_options.include_usage"),
+])
+def test_json_types_are_taken_strictly(fields, param):
+    with pytest.raises(ValidationError) as e:
+        chat(**fields)
+    assert param_of(e.value) == param
+
+
+def test_nan_is_not_a_number_here():
+    with pytest.raises(ValidationError) as e:
+        chat(temperature=float("nan"))
+    message, _, param = describe_validation_error(e.value.errors())
+    assert param == "temperature" and "finite" in message and "less than" not in message
+
+
+@pytest.mark.parametrize("request_fields, param", [
+    ({"messages": [{"role": "user", "content": "a\ud800b"}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]},
+     "messages[0].content[0].text"),
+    ({"stop": ["ok", "x\ud800"]}, "stop[1]"),
+    ({"prompt": "a\ud800b"}, "prompt"),
+    ({"prompt": ["a", "\ud800"]}, "prompt[1]"),
+])
+def test_lone_surrogates_are_refused_by_field(request_fields, param):
+    model = CompletionRequest if "prompt" in request_fields else ChatCompletionRequest
+    body = {"model": "m", **({} if "prompt" in request_fields else {"messages": USER}),
+            **request_fields}
+    with pytest.raises(ValidationError) as e:
+        model.model_validate(body)
+    message, code, got = describe_validation_error(e.value.errors())
+    assert got == param and "surrogate" in message and code == "invalid_value"
+    # JSON's escaped pair is one character, like any other
+    chat(messages=[{"role": "user", "content": json.loads('"a\\ud83d\\ude00b"')}])
+
+
+def test_edge_cases_of_lists():
+    with pytest.raises(ValidationError) as e:
+        CompletionRequest.model_validate({"model": "m", "prompt": []})
+    message, _, param = describe_validation_error(e.value.errors())
+    assert param == "prompt" and "no prompt" in message
+    chat(stop=["s"] * MAX_STOP)
+    with pytest.raises(ValidationError) as e:
+        chat(stop=["s"] * (MAX_STOP + 1))
+    message, _, param = describe_validation_error(e.value.errors())
+    assert param == "stop" and str(MAX_STOP) in message
+
+
+def test_a_text_part_without_text_is_named():
+    with pytest.raises(InvalidRequestError) as e:
+        chat(messages=[{"role": "user", "content": [{"type": "text"}]}]).check_supported()
+    assert e.value.param == "messages[0].content[0].text"
+    assert "only text parts" not in e.value.message
+
+
+def test_a_prompt_too_long_alone_names_the_prompt_not_max_tokens():
+    with pytest.raises(ContextLengthError) as e:
+        resolve_max_tokens(5, 100, SETTINGS, prompt_param="prompt")
+    assert e.value.param == "prompt"
+    with pytest.raises(ContextLengthError) as e:
+        resolve_max_tokens(30, 80, SETTINGS)  # the prompt fits; the output does not
+    assert e.value.param == "max_tokens"
