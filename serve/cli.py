@@ -142,11 +142,11 @@ def _deploy(ns: argparse.Namespace) -> int:
 
 
 def _status(ns: argparse.Namespace) -> int:
-    import ray
     from ray import serve
 
-    ray.init(address=ns.address or "auto", logging_level=logging.WARNING,
-             ignore_reinit_error=True)
+    from serve.ray_connection import connect
+
+    connect(ns.address)
     status = serve.status()
     if not status.applications:
         print("no Serve applications are running")

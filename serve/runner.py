@@ -101,9 +101,9 @@ def up(config: R1ServeConfig, timeout_s: float = 600.0) -> int:
 
 def deploy(config: R1ServeConfig, address: str | None, timeout_s: float = 1800.0) -> int:
     """Deploy onto an existing Ray cluster and return once the application is healthy."""
-    import ray
+    from serve.ray_connection import connect
 
-    ray.init(address=address or "auto", logging_level=logging.WARNING)
+    connect(address)
     start_app(config)
     wait_healthy(config, timeout_s, progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(ready_line(config), flush=True)

@@ -62,3 +62,38 @@ def test_status_reads_the_deployment_s_board(board) -> None:
         "r1serve", "EngineDeployment")
     assert "has not decided yet" in cli._scaling_line("other-app", "EngineDeployment")
     assert "unreadable: GCS unreachable" in cli._scaling_line("broken", "EngineDeployment")
+
+
+def test_a_failed_connection_says_what_to_set(monkeypatch, capsys) -> None:
+    import ray
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("HOME", "/nonexistent")  # no token at hand
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+
+    def refused(**_):
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379")
+
+    monkeypatch.setattr(ray, "init", refused)
+    assert cli.main(["status", "--address", "10.0.0.1:6379"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot connect to the Ray cluster at 10.0.0.1:6379" in err
+    assert "RAY_AUTH_MODE=token" in err and "RAY_AUTH_TOKEN" in err
+    assert "Traceback" not in err
+
+
+def test_a_token_at_hand_is_used(monkeypatch, tmp_path) -> None:
+    from serve import ray_connection
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    token = tmp_path / "auth_token"
+    token.write_text("0123456789abcdef" * 4)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    try:
+        assert ray_connection.use_token_if_available()
+        assert ray_connection.os.environ["RAY_AUTH_MODE"] == "token"
+    finally:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # an explicit choice stands
+    assert not ray_connection.use_token_if_available()

@@ -104,6 +104,23 @@ def test_status_command_shows_replicas_and_engine_stats(app, capsys):
     assert "served from cache" in out and "router predicted" in out
 
 
+def test_status_command_in_a_fresh_shell(app):
+    """As an operator runs it beside `r1serve up`: no RAY_AUTH_MODE in the environment, while
+    the cluster Ray started wants the token it wrote to ~/.ray/auth_token."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    began = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "serve.cli", "status", "--address",
+                          ray.get_runtime_context().gcs_address],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"application {app.app_name}" in res.stdout
+    assert time.monotonic() - began < 20  # no retrying a refused token
+
+
 def test_loadtest_against_the_live_app(app, tmp_path):
     """`r1-loadtest` on a multi-turn workload: every request completes, the reasoning tokens
     are counted from the server's usage, and the server's prefix-cache hits show up."""
@@ -126,3 +143,68 @@ def test_loadtest_against_the_live_app(app, tmp_path):
     assert s["ttft_s"]["p50"] > 0 and s["e2e_s"]["p99"] >= s["ttft_s"]["p99"]
     assert s["cache_hit_rate"] > 0  # later turns resend the history the engine cached
     assert (out / "summary.md").exists()
+
+
+def test_hostile_input_through_serve(app):
+    """What a careless or hostile client sends gets a 4xx that names the problem, and costs
+    the other requests nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"http://127.0.0.1:{app.api.port}"
+    big = b'{"model": "deepseek-r1", "messages": [{"role": "user", "content": "' + \
+        b"word " * ((8 << 20) // 5) + b'"}]}'
+    with ThreadPoolExecutor(1) as pool:
+        began = time.monotonic()
+        posted = pool.submit(httpx.post, f"{url}/v1/chat/completions", content=big,
+                             headers={"content-type": "application/json"}, timeout=60)
+        models = httpx.get(f"{url}/v1/models", timeout=30)
+        r = posted.result()
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert models.status_code == 200 and time.monotonic() - began < 10
+    cases = [(b'{"model": "deepseek-r1", "messages": [{"role": "user", "content": '
+              b'"a\\ud800b"}]}', "messages[0].content"),
+             (b'{"model": "deepseek-r1", "messages": [{"role": "user", "content": "hi"}], '
+              b'"max_tokens": true}', "max_tokens")]
+    for body, param in cases:
+        r = httpx.post(f"{url}/v1/chat/completions", content=body, timeout=30,
+                       headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param
+        assert r.headers["x-request-id"]
+
+
+def test_no_stream_ends_silently_under_concurrency(app):
+    """Many streams at once: every one that starts 200 ends with each choice's finish_reason,
+    or with an error event, and then [DONE]."""
+    import asyncio
+    import json
+
+    url = f"http://127.0.0.1:{app.api.port}/v1/chat/completions"
+
+    async def one(http, i: int) -> str:
+        body = {"model": "deepseek-r1", "max_tokens": 8, "stream": True, "n": 1 + i % 2,
+                "messages": [{"role": "user", "content": f"Count to {i}."}]}
+        async with http.stream("POST", url, json=body) as r:
+            if r.status_code != 200:
+                return f"status {r.status_code}"
+            finished, error, done = set(), False, False
+            async for line in r.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                data = line.removeprefix("data: ")
+                if data == "[DONE]":
+                    done = True
+                    continue
+                chunk = json.loads(data)
+                error = error or "error" in chunk
+                finished |= {c["index"] for c in chunk.get("choices", ())
+                             if c.get("finish_reason")}
+            whole = error or finished == set(range(body["n"]))
+            return "ok" if whole and done else f"truncated {finished} done={done}"
+
+    async def run() -> list[str]:
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(
+                max_connections=64)) as http:
+            return await asyncio.gather(*(one(http, i) for i in range(48)))
+
+    outcomes = asyncio.run(run())
+    assert outcomes.count("ok") == len(outcomes), outcomes
