@@ -111,7 +111,8 @@ def build_app(config: R1ServeConfig) -> Application:
         max_ongoing_requests=e.max_running * 4,
         graceful_shutdown_timeout_s=config.drain.deadline_s,
         graceful_shutdown_wait_loop_s=1.0,
-        health_check_period_s=5.0,
+        # How soon Serve sees a dead replica, and so how soon it starts its replacement.
+        health_check_period_s=2.0,
         **replica_placement(config), **_scaling(config), **_routing(config),
     ).bind(config.model_dump())
     ingress = serve.deployment(OpenAIIngress, name="OpenAIIngress").options(

@@ -64,3 +64,8 @@ class EngineDeadError(R1ServeError):
     # Serve replaces a failed replica in seconds (the tiny model) to minutes (R1's weights).
     retry_after_s = 5
 
+
+
+class EngineFailedError(EngineDeadError):
+    """The engine failed and cannot recover (a rank died mid-step, a step raised): its replica
+    must be replaced (HTTP 503)."""

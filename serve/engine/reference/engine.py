@@ -42,7 +42,7 @@ from serve.engine.reference.sampler import sample
 from serve.engine.reference.scheduler import ScheduledItem, Scheduler, SchedulerConfig
 from serve.engine.reference.sequence import Sequence
 from serve.engine.reference.tokenizer import Tokenizer
-from serve.errors import ConfigError, EngineDeadError, InvalidRequestError
+from serve.errors import ConfigError, EngineDeadError, EngineFailedError, InvalidRequestError
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +207,10 @@ class ReferenceEngine(Engine):
         return self.executor.expert_counts()
 
     async def health(self) -> None:
-        if self._dead is not None or (self._thread is not None and not self._thread.is_alive()):
-            raise EngineDeadError(f"reference engine stopped: {self._dead!r}")
+        if self._dead is not None:
+            raise EngineFailedError(f"reference engine failed: {self._dead!r}")
+        if self._thread is not None and not self._thread.is_alive():
+            raise EngineDeadError("reference engine stopped")
         if not await asyncio.to_thread(self.executor.healthy):
             raise EngineDeadError("a rank of the reference engine is not alive")
 
@@ -227,7 +229,7 @@ class ReferenceEngine(Engine):
 
     def _validate(self, request: GenerationRequest) -> None:
         if self._dead is not None:
-            raise EngineDeadError(f"reference engine stopped: {self._dead!r}")
+            raise EngineFailedError(f"reference engine failed: {self._dead!r}")
         request.validate(self.max_model_len, self.args.vocab_size)
         total = len(request.prompt_token_ids) + request.sampling.max_tokens
         capacity = self.config.kv_pages * self.config.page_size

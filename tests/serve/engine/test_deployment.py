@@ -35,3 +35,30 @@ def test_the_replica_reports_its_stats_startup_and_readiness():
     assert metrics == autoscaling_stats(STATS, startup_s=metrics["startup_s"],
                                         ready_at=metrics["ready_at"])
     assert metrics["kv_utilization"] == 0.25 and metrics["ttft_p90_s"] == 0.5
+
+
+class _FailingEngine(_StatsEngine):
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def health(self) -> None:
+        raise self.error
+
+
+def test_a_replica_whose_engine_failed_for_good_ends_itself(monkeypatch):
+    """Serve replaces a replica whose actor is gone at its next check, but one that fails its
+    checks only after three in a row: a dead engine's replica ends itself."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import serve.engine.deployment as deployment_module
+    from serve.errors import EngineDeadError, EngineFailedError
+
+    ended = []
+    monkeypatch.setattr(deployment_module, "_end_this_actor", lambda: ended.append(True))
+    for error, ends in ((EngineDeadError("a rank is unreachable"), False),
+                        (EngineFailedError("rank 1 died mid-step"), True)):
+        replica = SimpleNamespace(engine=_FailingEngine(error), replica_id="r1")
+        with pytest.raises(EngineDeadError):
+            asyncio.run(EngineDeployment.check_health(replica))
+        assert bool(ended) == ends
