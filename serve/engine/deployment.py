@@ -104,12 +104,10 @@ class EngineDeployment:
                                  ready_at=self.ready_at)
 
     async def __del__(self) -> None:
-        # Serve calls this after the graceful-shutdown wait: whatever still runs past the drain
-        # deadline ends with an error instead of hanging.
-        await self.engine.shutdown(
-            f"this engine replica was removed and its drain deadline "
-            f"({self.config.drain.deadline_s:g} s, drain.deadline_s) passed before the request "
-            "finished; retry it")
+        # Serve calls this once the replica's requests have drained. Past drain.deadline_s
+        # Serve kills the actor instead, without calling it: the ingress then ends each stream
+        # still running with a 503 (engine_unavailable) whose details go to its log.
+        await self.engine.shutdown("this engine replica was removed")
 
 
 def _end_this_actor() -> None:

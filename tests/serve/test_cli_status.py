@@ -64,7 +64,18 @@ def test_status_reads_the_deployment_s_board(board) -> None:
     assert "unreadable: GCS unreachable" in cli._scaling_line("broken", "EngineDeployment")
 
 
-def test_a_failed_connection_says_what_to_set(monkeypatch, capsys) -> None:
+@pytest.fixture
+def token_loader():
+    """Ray caches the token it loaded once per process (an earlier test's cluster may have
+    left one): read afresh from this test's environment, and again after it."""
+    from ray._raylet import AuthenticationTokenLoader
+
+    AuthenticationTokenLoader.instance().reset_cache()
+    yield
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def test_a_failed_connection_says_what_to_set(monkeypatch, capsys, token_loader) -> None:
     import ray
 
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
@@ -83,7 +94,7 @@ def test_a_failed_connection_says_what_to_set(monkeypatch, capsys) -> None:
     assert "Traceback" not in err
 
 
-def test_a_token_at_hand_is_used(monkeypatch, tmp_path) -> None:
+def test_a_token_at_hand_is_used(monkeypatch, tmp_path, token_loader) -> None:
     from serve import ray_connection
 
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
