@@ -24,12 +24,19 @@ class DeployError(R1ServeError):
 
 def start_app(config: R1ServeConfig) -> None:
     """Deploy the application on the connected Ray; the HTTP proxy takes the config's host and
-    port unless Serve already runs (then its proxy stays where it is)."""
+    port, and R1SERVE_HTTP_HEADER_TIMEOUT_S, unless Serve already runs (then its proxy stays as
+    it is)."""
     from ray import serve
 
     from serve.app import build_app
+    from serve.header_timeout import proxy_env
+    from serve.settings import Settings
 
-    serve.start(http_options={"host": config.api.host, "port": config.api.port})
+    # Serve's proxies are the controller's children and inherit its environment: the one way to
+    # reach their processes before their HTTP servers start.
+    env = proxy_env(Settings.from_env().http_header_timeout_s)
+    serve.start(http_options={"host": config.api.host, "port": config.api.port},
+                controller_options={"runtime_env": {"env_vars": env}})
     serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
 
 
@@ -79,7 +86,7 @@ def up(config: R1ServeConfig, timeout_s: float = 600.0) -> int:
     import ray
     from ray import serve
 
-    from serve.engine.registry import model_path
+    from serve.engine.model_path import model_path
 
     print(f"r1serve up: model {model_path(config)}", flush=True)  # writes the tiny model once
     ray.init(include_dashboard=False, logging_level=logging.WARNING)
