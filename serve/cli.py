@@ -20,10 +20,21 @@ if TYPE_CHECKING:
 
 
 def _tiny_model(ns: argparse.Namespace) -> int:
-    from serve.engine.reference.tiny_checkpoint import write_tiny_checkpoint
+    if ns.arch == "deepseek-v3":
+        from serve.engine.reference.tiny_checkpoint import write_tiny_checkpoint
 
-    path = write_tiny_checkpoint(Path(ns.out), seed=ns.seed, dtype=ns.dtype)
-    print(f"wrote tiny {ns.dtype} checkpoint to {path}")
+        path = write_tiny_checkpoint(Path(ns.out), seed=ns.seed, dtype=ns.dtype)
+    else:
+        from serve.engine.reference.tiny_dense_checkpoint import (
+            DENSE_DTYPES,
+            write_tiny_dense_checkpoint,
+        )
+
+        if ns.dtype not in DENSE_DTYPES:
+            raise R1ServeError(f"--dtype {ns.dtype}: a {ns.arch} checkpoint is one of "
+                               f"{', '.join(DENSE_DTYPES)} (the distilled models ship bf16)")
+        path = write_tiny_dense_checkpoint(Path(ns.out), ns.arch, seed=ns.seed, dtype=ns.dtype)
+    print(f"wrote tiny {ns.arch} {ns.dtype} checkpoint to {path}")
     return 0
 
 
@@ -79,6 +90,11 @@ def _start_engine(ns: argparse.Namespace, stack: contextlib.ExitStack):
 
     if ns.ep == 1 and ns.nodes == 1:
         return ReferenceEngine.from_checkpoint(ns.model, _engine_config(ns))
+    from serve.engine.reference.architecture import check_parallelism
+    from serve.engine.reference.checkpoint import load_model_args
+
+    check_parallelism(load_model_args(ns.model), ns.model, ep_size=ns.ep, nodes=ns.nodes,
+                      expert_placement=ns.placement)
     from cluster.expert_placement import ExpertPlacement
     from cluster.local_cluster import local_ray
     from serve.engine.reference.ep_engine import start_ep_engine
@@ -212,8 +228,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="r1serve", description="Serve DeepSeek-R1 on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("tiny-model", help="write a small random checkpoint in R1's layout")
+    t = sub.add_parser("tiny-model", help="write a small random checkpoint in R1's layout, or "
+                       "a distilled R1's (qwen2, llama)")
     t.add_argument("out", help="directory to write")
+    t.add_argument("--arch", choices=["deepseek-v3", "qwen2", "llama"], default="deepseek-v3",
+                   help="deepseek-v3: R1 itself (MLA, MoE); qwen2, llama: the dense distills")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--dtype", choices=["fp8", "bf16", "fp32"], default="fp32")
     t.set_defaults(func=_tiny_model)

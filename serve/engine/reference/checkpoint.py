@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from serve.engine.reference.architecture import args_from_file
+from serve.engine.reference.dense_args import DenseArgs
 from serve.engine.reference.model_args import ModelArgs
 from serve.engine.reference.weight_layout import TensorSpec, is_mtp_tensor, model_specs, scale_name
 from serve.errors import CheckpointError
@@ -31,13 +33,14 @@ SINGLE_FILE = "model.safetensors"
 _FP32_SUFFIXES = ("mlp.gate.weight", "mlp.gate.e_score_correction_bias")
 
 
-def load_model_args(path: str | Path) -> ModelArgs:
-    """The checkpoint directory's config.json as `ModelArgs`."""
+def load_model_args(path: str | Path) -> ModelArgs | DenseArgs:
+    """The checkpoint directory's config.json as `ModelArgs`, or `DenseArgs` for a dense
+    (Qwen2, Llama) model."""
     cfg = Path(path) / CONFIG_FILE
     if not cfg.is_file():
         raise CheckpointError(
             f"{cfg} is missing: a checkpoint directory needs the model's {CONFIG_FILE}")
-    return ModelArgs.from_file(cfg)
+    return args_from_file(cfg)
 
 
 def dequantize_fp8(
@@ -59,7 +62,7 @@ def dequantize_fp8(
 
 def load_state_dict(
     path: str | Path,
-    args: ModelArgs,
+    args: ModelArgs | DenseArgs,
     *,
     dtype: torch.dtype = torch.float32,
     keep: Callable[[str], bool] | None = None,
@@ -152,7 +155,7 @@ def _weight_map(root: Path) -> dict[str, str]:
 
 
 def _warn_unused(
-    root: Path, args: ModelArgs, weight_map: dict[str, str], specs: list[TensorSpec]
+    root: Path, args: ModelArgs | DenseArgs, weight_map: dict[str, str], specs: list[TensorSpec]
 ) -> None:
     """Tensors the model does not use (besides MTP and scales) usually mean a config mismatch."""
     known = {s.name for s in specs} | {scale_name(s.name) for s in specs if s.fp8}

@@ -32,6 +32,7 @@ from serve.engine.base import (
     Usage,
 )
 from serve.engine.load_meter import LoadMeter
+from serve.engine.reference.architecture import build_model
 from serve.engine.reference.checkpoint import load_model_args, load_state_dict
 from serve.engine.reference.executor import LocalExecutor, ModelExecutor
 from serve.engine.reference.model import Transformer
@@ -132,7 +133,7 @@ class ReferenceEngine(Engine):
         """Load config.json, weights and tokenizer from a Hugging Face checkpoint dir."""
         args = load_model_args(path)
         with torch.device("meta"):
-            model = Transformer(args)
+            model = build_model(args)
         model.load_state_dict(load_state_dict(path, args, dtype=torch.float32),
                               strict=True, assign=True)
         model.eval()

@@ -12,6 +12,7 @@ import torch
 
 from cluster.expert_placement import ExpertPlacement, contiguous
 from cluster.placement import EngineGroup, GroupSpec
+from serve.engine.reference.architecture import check_parallelism
 from serve.engine.reference.checkpoint import load_model_args
 from serve.engine.reference.engine import EngineConfig, ReferenceEngine
 from serve.engine.reference.executor import ModelExecutor
@@ -55,6 +56,7 @@ def start_ep_engine(path: str | Path, config: EngineConfig, *, ep: int, nodes: i
     """Start `ep` rank actors over `nodes` nodes (inside `placement_group` when given, e.g. a
     Serve replica's own) and return the engine that schedules them."""
     args = load_model_args(path)
+    check_parallelism(args, str(path), ep_size=ep, nodes=nodes, expert_placement=placement)
     if ep % nodes:
         raise ConfigError(f"ep_size ({ep}) must be a multiple of the node count ({nodes})")
     moe_layers = args.num_hidden_layers - args.first_k_dense_replace

@@ -25,7 +25,7 @@ _IGNORED_KEYS = {
 @dataclass(frozen=True)
 class RopeArgs:
     theta: float
-    rope_type: str  # "default" | "yarn"
+    rope_type: str  # "default" | "yarn" | "llama3"
     factor: float = 1.0
     original_max_position_embeddings: int = 4096
     beta_fast: float = 32.0
@@ -35,6 +35,8 @@ class RopeArgs:
     attention_factor: float | None = None  # scales cos/sin; inferred when absent
     truncate: bool = True  # round the YaRN correction range to whole dims
     interleave: bool = True  # DeepSeek stores rope dims as interleaved pairs
+    low_freq_factor: float = 1.0  # llama3: wavelengths above original/low are interpolated
+    high_freq_factor: float = 4.0  # llama3: wavelengths below original/high are kept
 
     @property
     def cos_sin_scale(self) -> float:

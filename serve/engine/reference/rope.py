@@ -1,4 +1,4 @@
-"""Rotary position embedding with YaRN scaling, as DeepSeek-V3 configures it."""
+"""Rotary position embedding with YaRN scaling, as DeepSeek-V3 configures it, or Llama 3's."""
 
 from __future__ import annotations
 
@@ -31,12 +31,27 @@ def _yarn_inv_freq(r: RopeArgs, dim: int) -> torch.Tensor:
     return interpolation * (1 - keep) + extrapolation * keep
 
 
+def _llama3_inv_freq(r: RopeArgs, dim: int) -> torch.Tensor:
+    """Llama 3.1's scaling: low frequencies divided by `factor`, high ones kept, a smooth blend
+    between the two wavelength bounds."""
+    inv_freq = 1.0 / (r.theta ** (torch.arange(0, dim, 2, device="cpu").float() / dim))
+    orig = r.original_max_position_embeddings
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > orig / r.low_freq_factor, inv_freq / r.factor, inv_freq)
+    smooth = (orig / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor)
+    blended = (1 - smooth) * scaled / r.factor + smooth * scaled
+    medium = (wavelen >= orig / r.high_freq_factor) & (wavelen <= orig / r.low_freq_factor)
+    return torch.where(medium, blended, scaled)
+
+
 class RotaryEmbedding:
     """cos/sin for given positions; applied to the rope half of queries and keys."""
 
     def __init__(self, rope: RopeArgs, dim: int) -> None:
         if rope.rope_type == "yarn":
             self.inv_freq = _yarn_inv_freq(rope, dim)
+        elif rope.rope_type == "llama3":
+            self.inv_freq = _llama3_inv_freq(rope, dim)
         else:
             exponents = torch.arange(0, dim, 2, device="cpu").float() / dim
             self.inv_freq = 1.0 / (rope.theta**exponents)

@@ -1,8 +1,8 @@
 """The checkpoint's tensors as data: name -> shape, which are FP8, which belong to an expert.
 
-Names are the Hugging Face DeepSeek-V3 names, which are also our module paths, so a loaded
-state dict goes straight into `Transformer`. The loader, the tiny-checkpoint writer and
-expert-parallel sharding all read this one table.
+Names are the Hugging Face DeepSeek-V3 (or Qwen2/Llama) names, which are also our module
+paths, so a loaded state dict goes straight into `Transformer` (or `DenseTransformer`). The
+loader, the tiny-checkpoint writers and expert-parallel sharding all read this one table.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from serve.engine.reference.dense_args import DenseArgs
 from serve.engine.reference.model_args import ModelArgs
 
 _EXPERT = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.")
@@ -72,11 +73,27 @@ def layer_specs(args: ModelArgs, layer: int) -> list[TensorSpec]:
     return specs
 
 
-def model_specs(args: ModelArgs) -> list[TensorSpec]:
+def dense_layer_specs(args: DenseArgs, layer: int) -> list[TensorSpec]:
+    """Tensors of a dense (Qwen2, Llama) decoder layer: grouped-query attention, norms, MLP."""
+    p, a = f"model.layers.{layer}", f"model.layers.{layer}.self_attn"
+    d, hd = args.hidden_size, args.head_dim
+    specs: list[TensorSpec] = []
+    _norm(specs, f"{p}.input_layernorm", d)
+    _norm(specs, f"{p}.post_attention_layernorm", d)
+    _linear(specs, f"{a}.q_proj", args.num_attention_heads * hd, d, args.qkv_bias)
+    _linear(specs, f"{a}.k_proj", args.num_key_value_heads * hd, d, args.qkv_bias)
+    _linear(specs, f"{a}.v_proj", args.num_key_value_heads * hd, d, args.qkv_bias)
+    _linear(specs, f"{a}.o_proj", d, args.num_attention_heads * hd, args.o_bias)
+    _mlp(specs, f"{p}.mlp", d, args.intermediate_size)
+    return specs
+
+
+def model_specs(args: ModelArgs | DenseArgs) -> list[TensorSpec]:
     """Every tensor the model needs, in module order (MTP layers excluded)."""
     specs = [TensorSpec("model.embed_tokens.weight", (args.vocab_size, args.hidden_size), False)]
     for layer in range(args.num_hidden_layers):
-        specs.extend(layer_specs(args, layer))
+        specs.extend(dense_layer_specs(args, layer) if isinstance(args, DenseArgs)
+                     else layer_specs(args, layer))
     specs.append(TensorSpec("model.norm.weight", (args.hidden_size,), False))
     if not args.tie_word_embeddings:
         specs.append(TensorSpec("lm_head.weight", (args.vocab_size, args.hidden_size), False))
