@@ -1,7 +1,7 @@
 """Placement of one model instance on Ray: a placement group with one bundle per node and one
 actor per rank in it, each hosting a worker that a caller-supplied factory builds (so `cluster/`
-knows nothing of models). The plan is pure data from a `GroupSpec`; `EngineGroup` turns it into
-actors and gives the driver fail-fast calls over all ranks.
+knows nothing of models). The plan is pure data from a `GroupSpec` (`group_plan.py`);
+`EngineGroup` turns it into actors and gives the driver fail-fast calls over all ranks.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import ray
 import torch
@@ -20,69 +19,15 @@ from ray.util.placement_group import PlacementGroup, placement_group_table, remo
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster import rendezvous
+from cluster.group_plan import (
+    GroupSpec,
+    RankInfo,
+    group_bundles,
+    group_strategy,
+    rank_layout,
+)
 
 _CONTROL = "control"  # concurrency group that answers while a rank is busy in a long call
-
-
-@dataclass(frozen=True)
-class GroupSpec:
-    """Shape of one model instance: `nodes` nodes with `ranks_per_node` ranks (devices) each."""
-
-    nodes: int
-    ranks_per_node: int
-    device: Literal["cpu", "gpu"] = "cpu"
-    cpus_per_rank: float = 1.0
-    node_resource: str | None = None  # custom resource each bundle also asks 1 of
-
-    def __post_init__(self) -> None:
-        if self.nodes < 1 or self.ranks_per_node < 1:
-            raise ValueError(f"GroupSpec needs nodes >= 1 and ranks_per_node >= 1, got "
-                             f"nodes={self.nodes}, ranks_per_node={self.ranks_per_node}")
-        if self.device not in ("cpu", "gpu"):
-            raise ValueError(f"GroupSpec.device must be 'cpu' or 'gpu', got {self.device!r}")
-        # A CPU rank with no CPU would be an actor Ray may pack anywhere; GPU ranks may use 0.
-        if self.cpus_per_rank < 0 or (self.device == "cpu" and self.cpus_per_rank == 0):
-            raise ValueError(f"GroupSpec.cpus_per_rank must be > 0 for cpu ranks and >= 0 for "
-                             f"gpu ranks, got {self.cpus_per_rank}")
-
-    @property
-    def world_size(self) -> int:
-        return self.nodes * self.ranks_per_node
-
-
-@dataclass(frozen=True)
-class RankInfo:
-    """Where one rank runs; node id and IP are reported by the rank's actor itself."""
-
-    rank: int
-    world_size: int
-    bundle_index: int
-    local_rank: int
-    node_id: str
-    node_ip: str
-
-
-def group_bundles(spec: GroupSpec) -> list[dict[str, float]]:
-    """One bundle per node holding all of that node's ranks."""
-    bundle: dict[str, float] = {}
-    if spec.cpus_per_rank > 0:
-        bundle["CPU"] = spec.ranks_per_node * spec.cpus_per_rank
-    if spec.device == "gpu":
-        bundle["GPU"] = float(spec.ranks_per_node)
-    if spec.node_resource is not None:
-        bundle[spec.node_resource] = 1.0
-    return [dict(bundle) for _ in range(spec.nodes)]
-
-
-def group_strategy(spec: GroupSpec) -> str:
-    """STRICT_SPREAD puts every bundle on its own node; a one-node group just packs."""
-    return "STRICT_SPREAD" if spec.nodes > 1 else "STRICT_PACK"
-
-
-def rank_layout(spec: GroupSpec) -> list[tuple[int, int]]:
-    """rank -> (bundle index, local rank). Contiguous, so ranks of a node are neighbours and
-    tensor-parallel groups of `ranks_per_node` ranks stay inside one node."""
-    return [divmod(r, spec.ranks_per_node) for r in range(spec.world_size)]
 
 
 class RankFailedError(RuntimeError):

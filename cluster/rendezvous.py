@@ -24,7 +24,7 @@ import torch.distributed as dist
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
 
-    from cluster.placement import RankInfo
+    from cluster.group_plan import RankInfo
 
 # A rank's progress through the rendezvous, as its actor reports it.
 IDLE, JOINING, JOINED, FAILED = "idle", "joining", "joined", "failed"

@@ -9,7 +9,8 @@ from ray import serve
 from ray.serve import Application
 
 from serve.config import R1ServeConfig
-from serve.engine.deployment import EngineDeployment, replica_placement
+from serve.engine.deployment import EngineDeployment
+from serve.engine.registry import backend_of
 
 ENGINE_DEPLOYMENT = "EngineDeployment"  # Serve's name of the engine deployment
 
@@ -36,8 +37,8 @@ class OpenAIIngress:
 
     def __serve_build_asgi_app__(self):
         from serve.api.ingress import build_openai_app
+        from serve.engine.model_path import model_path
         from serve.engine.reference.tokenizer import Tokenizer
-        from serve.engine.registry import model_path
         from serve.handle_client import HandleEngineClient
 
         tokenizer = Tokenizer.from_dir(model_path(self.config))
@@ -113,7 +114,7 @@ def build_app(config: R1ServeConfig) -> Application:
         graceful_shutdown_wait_loop_s=1.0,
         # How soon Serve sees a dead replica, and so how soon it starts its replacement.
         health_check_period_s=2.0,
-        **replica_placement(config), **_scaling(config), **_routing(config),
+        **backend_of(config).replica_options(config), **_scaling(config), **_routing(config),
     ).bind(config.model_dump())
     ingress = serve.deployment(OpenAIIngress, name="OpenAIIngress").options(
         max_ongoing_requests=config.api.max_in_flight * 2,

@@ -9,6 +9,7 @@ from typing import Any
 
 from serve.config import R1ServeConfig
 from serve.engine.base import Engine, EngineStats, GenerationRequest, TokenDelta
+from serve.engine.registry import backend_of
 from serve.engine.replica_stats import autoscaling_stats, routing_stats
 from serve.engine.stream_batches import stream_batches
 from serve.errors import EngineFailedError
@@ -16,46 +17,11 @@ from serve.errors import EngineFailedError
 log = logging.getLogger(__name__)
 
 
-def engine_bundles(config: R1ServeConfig) -> tuple[list[dict[str, float]], str]:
-    """Placement-group bundles of one replica: one per node, all of that node's devices."""
-    e = config.engine
-    key = "GPU" if config.model.backend == "sglang" else "CPU"
-    bundles = [{key: float(e.devices_per_node)} for _ in range(e.nodes_per_replica)]
-    if key == "GPU":  # the replica process itself runs on the first node's CPUs
-        bundles[0]["CPU"] = 1.0
-    return bundles, "STRICT_SPREAD" if e.nodes_per_replica > 1 else "STRICT_PACK"
-
-
-def replica_placement(config: R1ServeConfig) -> dict[str, Any]:
-    """Serve deployment options that place one replica: a plain actor for a single-process
-    engine, else a placement group whose bundles the engine's rank actors fill."""
-    e = config.engine
-    bundles, strategy = engine_bundles(config)
-    if config.model.backend == "reference" and e.ep_size == 1 and e.nodes_per_replica == 1:
-        return {"ray_actor_options": {"num_cpus": float(e.devices_per_node)}}
-    # A reference replica only schedules; its ranks hold the CPUs. An SGLang replica hosts
-    # the tokenizer manager and needs a CPU of its own.
-    if config.model.backend == "sglang":
-        import os
-
-        from serve.engine.sglang.placement import plan_ray_launch
-
-        # SGLang's scheduler actors inherit the replica's environment (NCCL/GLOO interface
-        # settings, HF_TOKEN, the CUDA-visibility switch SGLang's own launcher sets).
-        return {"placement_group_bundles": bundles, "placement_group_strategy": strategy,
-                "ray_actor_options": {"num_cpus": 1.0, "runtime_env":
-                                      plan_ray_launch(config, {**os.environ, **e.env})
-                                      .runtime_env()}}
-    return {"placement_group_bundles": bundles, "placement_group_strategy": strategy,
-            "ray_actor_options": {"num_cpus": 0.0}}
-
-
 class EngineDeployment:
-    """Hosts one engine. The ingress streams from `generate`; Serve polls the stats methods."""
+    """Hosts one engine, built by the configured backend (`registry.py`), which also places
+    the replica. The ingress streams from `generate`; Serve polls the stats methods."""
 
     def __init__(self, config: dict, engine: Engine | None = None) -> None:
-        from serve.engine.registry import build_engine
-
         began = time.monotonic()
         self.config = R1ServeConfig.from_dict(config)
         self.config.apply_logging()
@@ -63,7 +29,7 @@ class EngineDeployment:
             import torch
 
             torch.set_num_threads(max(1, self.config.engine.devices_per_node))
-        self.engine = engine or build_engine(self.config)
+        self.engine = engine or backend_of(self.config).build_engine(self.config)
         self.replica_id = _replica_id()
         # What the autoscaler learns a replica's start costs (weights load, SGLang's actors
         # come up), and when this one began serving: Serve stops the newest replica first.

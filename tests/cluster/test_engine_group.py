@@ -17,15 +17,8 @@ from ray.cluster_utils import Cluster
 from ray.util.placement_group import placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from cluster.placement import (
-    EngineGroup,
-    GroupSpec,
-    PlacementError,
-    RankFailedError,
-    RankInfo,
-    group_bundles,
-    group_strategy,
-)
+from cluster.group_plan import GroupSpec, RankInfo, group_bundles, group_strategy
+from cluster.placement import EngineGroup, PlacementError, RankFailedError
 from cluster.rendezvous import RendezvousError
 
 pytestmark = pytest.mark.multinode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.placement import GroupSpec, group_bundles, group_strategy, rank_layout
+from cluster.group_plan import GroupSpec, group_bundles, group_strategy, rank_layout
 
 SHAPES = [(k, g) for k in (1, 2, 4) for g in (1, 2, 8)]
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from serve.config import R1ServeConfig
-from serve.engine.deployment import engine_bundles, replica_placement
+from serve.engine.registry import backend_of
+
+
+def replica_placement(config: R1ServeConfig) -> dict:
+    return backend_of(config).replica_options(config)
 
 
 def test_single_process_reference_replica_is_a_plain_actor():
@@ -27,7 +31,8 @@ def test_sglang_replica_passes_network_settings_from_the_config():
                    "env": {"NCCL_SOCKET_IFNAME": "ib0", "NCCL_IB_GID_INDEX": "3"},
                    "backend_args": {"profile": "h100x16"}},
     })
-    bundles, strategy = engine_bundles(config)
-    assert bundles == [{"GPU": 8.0, "CPU": 1.0}, {"GPU": 8.0}] and strategy == "STRICT_SPREAD"
-    env = replica_placement(config)["ray_actor_options"]["runtime_env"]["env_vars"]
+    placement = replica_placement(config)
+    assert placement["placement_group_bundles"] == [{"GPU": 8.0, "CPU": 1.0}, {"GPU": 8.0}]
+    assert placement["placement_group_strategy"] == "STRICT_SPREAD"
+    env = placement["ray_actor_options"]["runtime_env"]["env_vars"]
     assert env["NCCL_SOCKET_IFNAME"] == "ib0" and env["NCCL_IB_GID_INDEX"] == "3"

@@ -21,7 +21,7 @@ from serve.engine.reference.moe import MoE
 from serve.engine.reference.weight_layout import expert_of
 
 if TYPE_CHECKING:
-    from cluster.placement import RankInfo
+    from cluster.group_plan import RankInfo
 
 
 class RankWorker:

@@ -1,7 +1,8 @@
 """Where SGLang's scheduler actors go inside a replica's placement group, and their environment.
 
 The engine deployment reserves one bundle per node holding all of that node's GPUs
-(`engine_bundles`), and the replica process itself runs in bundle 0. `RayEngine` is created
+(`cluster.group_plan.group_bundles` of `replica_group`), and the replica process itself runs
+in bundle 0 on a CPU of its own. `RayEngine` is created
 without an explicit placement group, so SGLang takes the replica's own group
 (`ray.util.get_current_placement_group()`) in its node-bundle mode: it finds the bundle on the
 engine's node and puts ranks 0..G-1 there (rank 0 shares the node with the engine, as its
@@ -28,9 +29,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from cluster.group_plan import GroupSpec, group_bundles, group_strategy
 from cluster.network_env import NETWORK_ENV
 from serve.config import R1ServeConfig
-from serve.engine.deployment import engine_bundles
 from serve.engine.sglang.profiles import Layout
 from serve.engine.sglang.server_args import layout_from_config
 from serve.errors import ConfigError
@@ -38,6 +39,7 @@ from serve.errors import ConfigError
 log = logging.getLogger(__name__)
 
 BUNDLE_INDICES_ENV = "SGLANG_RAY_BUNDLE_INDICES"
+REPLICA_CPUS = 1.0  # the replica process: SGLang's tokenizer manager, in bundle 0
 
 # Passed through from the deploying process when set: network settings and Hub access.
 PASSTHROUGH_ENV = (*NETWORK_ENV, "HF_TOKEN", "HF_HUB_OFFLINE")
@@ -74,9 +76,18 @@ class RayLaunchPlan:
 def plan_ray_launch(config: R1ServeConfig, environ: Mapping[str, str]) -> RayLaunchPlan:
     """The plan for `config`; `environ` is the deploying process's environment."""
     layout = layout_from_config(config)
-    bundles, strategy = engine_bundles(config)
-    return RayLaunchPlan(tuple(MappingProxyType(dict(b)) for b in bundles), strategy,
+    spec = replica_group(config)
+    bundles = group_bundles(spec)
+    bundles[0]["CPU"] = REPLICA_CPUS
+    return RayLaunchPlan(tuple(MappingProxyType(b) for b in bundles), group_strategy(spec),
                          rank_slots(layout), MappingProxyType(launch_env(layout, environ)))
+
+
+def replica_group(config: R1ServeConfig) -> GroupSpec:
+    """SGLang's schedulers of one replica: one per GPU, all of each node's GPUs."""
+    e = config.engine
+    return GroupSpec(nodes=e.nodes_per_replica, ranks_per_node=e.devices_per_node,
+                     device="gpu", cpus_per_rank=0.0)
 
 
 def rank_slots(layout: Layout, engine_bundle: int = 0) -> tuple[RankSlot, ...]:
@@ -115,7 +126,7 @@ def check_placement_group(bundle_specs: Sequence[Mapping[str, float]] | None,
     if bundle_specs is None:
         raise ConfigError(
             "the SGLang engine must run inside the engine deployment's placement group "
-            "(placement_group_bundles = engine_bundles(config)); without one SGLang would "
+            "(SGLangBackend.replica_options); without one SGLang would "
             "reserve a second set of GPUs and wait forever")
     gpus = [float(b.get("GPU", 0)) for b in bundle_specs]
     if len(gpus) != layout.nnodes or any(g != layout.gpus_per_node for g in gpus):

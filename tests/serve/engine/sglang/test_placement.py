@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from serve.config import R1ServeConfig
-from serve.engine.deployment import engine_bundles
+from serve.engine.sglang.backend import SGLangBackend
 from serve.engine.sglang.placement import (
     BUNDLE_INDICES_ENV,
     check_placement_group,
@@ -26,7 +26,8 @@ def _config(nodes: int, gpus: int = 8, **engine) -> R1ServeConfig:
                                             (4, "STRICT_SPREAD")])
 def test_one_node_sized_bundle_per_node_replica_on_the_first(nodes: int, strategy: str) -> None:
     plan = plan_ray_launch(_config(nodes), environ={})
-    assert [dict(b) for b in plan.bundles] == engine_bundles(_config(nodes))[0]
+    options = SGLangBackend().replica_options(_config(nodes))
+    assert [dict(b) for b in plan.bundles] == options["placement_group_bundles"]
     assert [b["GPU"] for b in plan.bundles] == [8.0] * nodes
     assert plan.bundles[0]["CPU"] == 1.0 and all("CPU" not in b for b in plan.bundles[1:])
     assert plan.strategy == strategy
