@@ -177,10 +177,10 @@ class ReferenceEngine(Engine):
         ss = self.schedulers
         hashes: set[int] = set()
         for s in ss:
-            hashes.update(s.cache.block_hashes())
+            hashes.update(s.kv_cache.block_hashes())
         return self.meter.snapshot(
             now, [q.stream_state() for s in ss for q in (*s.running, *s.waiting)],
-            kv_pages_used=sum(s.pages_in_use() for s in ss),
+            kv_pages_used=sum(s.kv_cache.pages_in_use() for s in ss),
             kv_pages_total=self.config.kv_pages * len(ss), page_size=self.config.page_size,
             max_running=self.config.max_running * len(ss),
             cached_block_hashes=tuple(sorted(hashes)))
@@ -197,7 +197,7 @@ class ReferenceEngine(Engine):
 
         def cost(rank: int) -> tuple[int, int]:
             s = self.schedulers[rank]
-            hit = s.cache.match_prefix(seq.token_ids[:-1]).num_tokens
+            hit = s.kv_cache.cached_prefix_tokens(seq.token_ids[:-1])
             busy = s.queued_prefill_tokens() + _DECODE_COST * len(s.running)
             return len(seq.token_ids) - hit + busy, len(s.running) + len(s.waiting)
         return min(range(len(self.schedulers)), key=cost)

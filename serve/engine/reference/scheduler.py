@@ -2,9 +2,10 @@
 
 Every step: running sequences first (oldest first: one token for each decode, the next chunk
 for each unfinished prefill), then waiting sequences in arrival order, all within one token
-budget. When pages run out the cache gives back unreferenced pages; when that is not enough
-the newest running sequence is preempted: its computed pages go to the prefix cache and it
-returns to the front of the queue, to resume from where the cache still holds it.
+budget. The `KVCacheManager` owns the pages: when they run out it gives back unreferenced
+cached ones; when that is not enough the newest running sequence is preempted: its computed
+pages go to the prefix cache and it returns to the front of the queue, to resume from where the
+cache still holds it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from serve.engine.load_meter import LoadMeter
-from serve.engine.reference.page_allocator import PageAllocator
-from serve.engine.reference.radix_cache import RadixCache
+from serve.engine.reference.kv_cache_manager import KVCacheManager
 from serve.engine.reference.sequence import Sequence, Status
 
 
@@ -49,8 +49,7 @@ class Scheduler:
         assert config.max_running <= config.max_batched_tokens
         self.config = config
         self.meter = meter or LoadMeter()
-        self.allocator = PageAllocator(config.num_pages)
-        self.cache = RadixCache(config.page_size, self.allocator, enabled=config.prefix_cache)
+        self.kv_cache = KVCacheManager(config.page_size, config.num_pages, config.prefix_cache)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # in arrival order, so the newest is preempted first
         self.preemptions = 0
@@ -74,10 +73,10 @@ class Scheduler:
             budget = self.config.max_batched_tokens - sum(i.num_tokens for i in items.values())
         while self.waiting and budget > 0 and len(self.running) < self.config.max_running:
             seq = self.waiting[0]
-            self._match_prefix(seq)
+            self.kv_cache.match_and_lock(seq)
             n = min(seq.remaining_prefill, budget)
-            if not self._reserve(seq, n):
-                self._release(seq)
+            if not self.kv_cache.reserve(seq, seq.num_computed + n):
+                self.kv_cache.release(seq)
                 break
             self.waiting.popleft()
             self._admit(seq)
@@ -90,39 +89,25 @@ class Scheduler:
         seq = item.seq
         seq.num_computed = item.start + item.num_tokens
         if item.num_tokens > 1:  # a prefill chunk: share its pages with later requests now
-            self._cache_computed(seq)
+            self.kv_cache.insert(seq)
 
     def finish(self, seq: Sequence) -> None:
         """The sequence is done (finished or aborted): cache its pages, free the rest."""
         if seq.status is Status.RUNNING:
             self.running.remove(seq)
-            self._cache_computed(seq)
+            self.kv_cache.insert(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
-        self._release(seq)
+        self.kv_cache.release(seq)
         seq.status = Status.FINISHED
 
-    # -- pages -------------------------------------------------------------------------------
-
-    def _pages_needed(self, seq: Sequence, n: int) -> int:
-        ps = self.config.page_size
-        return -(-(seq.num_computed + n) // ps) - len(seq.pages)
-
-    def _reserve(self, seq: Sequence, n: int) -> bool:
-        need = self._pages_needed(seq, n)
-        if need > self.allocator.num_free:
-            self.cache.evict(need - self.allocator.num_free)
-        if need > self.allocator.num_free:
-            return False
-        if need > 0:
-            seq.pages.extend(self.allocator.allocate(need))
-        return True
+    # -- batching ----------------------------------------------------------------------------
 
     def _reserve_running(self, seq: Sequence, n: int,
                          items: dict[Sequence, ScheduledItem]) -> bool:
         """Reserve pages for a running sequence, preempting the newest ones if needed (even
         ones already picked for this step, which then drop out of it)."""
-        while not self._reserve(seq, n):
+        while not self.kv_cache.reserve(seq, seq.num_computed + n):
             victim = self.running[-1]
             items.pop(victim, None)
             self._preempt(victim)
@@ -132,27 +117,11 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
-        self._cache_computed(seq)
-        self._release(seq)
+        self.kv_cache.insert(seq)
+        self.kv_cache.release(seq)
         seq.status = Status.WAITING
         self.preemptions += 1
         self.waiting.appendleft(seq)
-
-    def _release(self, seq: Sequence) -> None:
-        """Give back the sequence's own pages and its hold on cached ones."""
-        if seq.prefix_node is not None:
-            self.cache.unlock(seq.prefix_node)
-        self.allocator.free(seq.pages[seq.tree_pages:])
-        seq.pages, seq.tree_pages, seq.prefix_node, seq.num_computed = [], 0, None, 0
-
-    # -- prefix cache ------------------------------------------------------------------------
-
-    def _match_prefix(self, seq: Sequence) -> None:
-        """Start from the longest cached prefix, leaving at least one token to compute."""
-        match = self.cache.match_prefix(seq.token_ids[:-1])
-        self.cache.lock(match.node)
-        seq.pages, seq.tree_pages = list(match.pages), len(match.pages)
-        seq.prefix_node, seq.num_computed = match.node, match.num_tokens
 
     def _admit(self, seq: Sequence) -> None:
         seq.status = Status.RUNNING
@@ -161,27 +130,8 @@ class Scheduler:
             seq.cached_prompt_tokens = min(seq.num_computed, seq.prompt_len)
             self.meter.prefix_matched(seq.prompt_len, seq.cached_prompt_tokens)
 
-    def _cache_computed(self, seq: Sequence) -> None:
-        """Hand the sequence's full computed pages to the prefix cache and hold them there."""
-        full = seq.num_computed // self.config.page_size
-        if not self.cache.enabled or full <= seq.tree_pages:
-            return
-        node, duplicates = self.cache.insert(
-            seq.token_ids[: full * self.config.page_size], seq.pages[:full])
-        tree = self.cache.pages_of(node)
-        self.cache.lock(node)
-        if seq.prefix_node is not None:
-            self.cache.unlock(seq.prefix_node)
-        held = set(tree)
-        self.allocator.free([p for p in duplicates if p not in held])
-        seq.pages[:full] = tree
-        seq.tree_pages, seq.prefix_node = full, node
-
     # -- load --------------------------------------------------------------------------------
 
     def queued_prefill_tokens(self) -> int:
         return sum(s.remaining_prefill for s in self.waiting) + sum(
             s.remaining_prefill for s in self.running if s.remaining_prefill > 1)
-
-    def pages_in_use(self) -> int:
-        return self.allocator.num_total - self.allocator.num_free - self.cache.evictable_pages

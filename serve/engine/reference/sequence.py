@@ -24,7 +24,7 @@ class Sequence:
     """Prompt plus generated tokens, and where their KV lives.
 
     `pages[:tree_pages]` belong to the prefix cache (held through `prefix_node`'s lock); the
-    rest belong to this sequence alone.
+    rest belong to this sequence alone. Only the `KVCacheManager` changes them.
     """
 
     request: GenerationRequest

@@ -43,7 +43,7 @@ def schedulers(engine: ReferenceEngine) -> list:
 
 
 def engine_idle(engine: ReferenceEngine) -> bool:
-    return all(s.allocator.num_free == s.allocator.num_total and not s.has_work()
+    return all(s.kv_cache.free_pages == s.kv_cache.total_pages and not s.has_work()
                for s in schedulers(engine))
 
 

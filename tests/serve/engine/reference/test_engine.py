@@ -203,7 +203,7 @@ def test_abort_and_disconnect_free_pages_at_once(loaded):
             for _ in range(1000):  # up to 10 s on a busy host
                 await asyncio.sleep(0.01)
                 scheduler = engine.schedulers[0]
-                if scheduler.allocator.num_free == 64 and not scheduler.has_work():
+                if scheduler.kv_cache.free_pages == 64 and not scheduler.has_work():
                     return True
             return False
         finally:

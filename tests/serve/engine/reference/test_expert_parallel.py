@@ -79,7 +79,7 @@ def test_ep4_over_two_nodes_matches_ep1(two_nodes, tiny_fp32_dir, prompts, expec
     got = _generate_all(engine, prompts)
     assert got == expected
     # both data-parallel ranks of the group took requests (each cached the pages it computed)
-    assert sum(1 for s in engine.schedulers if s.cache.cached_pages) >= 2
+    assert sum(1 for s in engine.schedulers if s.kv_cache.cached_pages) >= 2
 
 
 def test_eplb_placement_with_redundant_experts_matches_ep1(two_nodes, tiny_fp32_dir, prompts,
