@@ -23,7 +23,8 @@ def api_settings(config: R1ServeConfig):
         served_model_name=config.model.served_name, context_length=config.model.context_length,
         max_tokens_cap=a.max_tokens_cap, default_temperature=a.default_temperature,
         default_top_p=a.default_top_p, api_keys=a.api_keys(), max_in_flight=a.max_in_flight,
-        request_timeout_s=a.request_timeout_s, max_body_bytes=a.max_body_bytes)
+        request_timeout_s=a.request_timeout_s, max_body_bytes=a.max_body_bytes,
+        docs=a.docs)
 
 
 @serve.ingress()

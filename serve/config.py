@@ -91,6 +91,9 @@ class ApiSection(_Section):
         None, ge=1024, description="Largest request body in bytes; a larger one is answered "
         "413 before it is parsed. Empty: 128 bytes per token of model.context_length, at "
         "least 1 MiB (4 MiB at 32K).")
+    docs: bool = Field(False, description="Serve /docs and /redoc, the interactive API pages: "
+                       "they need no API key and load their scripts from a CDN. The OpenAPI "
+                       "document itself is always at /openapi.json.")
 
     def api_keys(self) -> frozenset[str]:
         """Keys from the environment variable and the file, read at start."""

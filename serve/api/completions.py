@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from serve.api.ingress import ApiSettings
 
 
+class TooManyChoicesError(InvalidRequestError):
+    """The prompts times `n` are more choices than one request may ask for (HTTP 400)."""
+
+    code = "too_many_choices"
+
+
 def plan_completion(body: CompletionRequest, tokenizer: ApiTokenizer, settings: ApiSettings,
                     session_id: str | None = None,
                     ) -> tuple[list[GenerationRequest], CompletionRenderer]:
@@ -39,7 +45,7 @@ def plan_completion(body: CompletionRequest, tokenizer: ApiTokenizer, settings: 
     response_id = f"cmpl-{uuid.uuid4().hex}"
     prompts = body.prompts
     if len(prompts) * body.n > MAX_N:
-        raise InvalidRequestError(
+        raise TooManyChoicesError(
             f"{len(prompts)} prompts of n={body.n} choices each are {len(prompts) * body.n} "
             f"choices, over this server's limit of {MAX_N} per request; send fewer prompts per "
             "request", param="prompt")

@@ -29,9 +29,19 @@ from serve.api.dispatcher import Dispatcher
 from serve.api.engine_client import EngineClient
 from serve.api.http_errors import ModelNotFoundError, error_response, install_error_handlers
 from serve.api.metrics import ApiMetrics
+from serve.api.openapi import (
+    METRICS_RESPONSES,
+    completion_responses,
+    errors,
+    install_openapi,
+)
 from serve.api.protocol import (
+    ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChunk,
     CompletionRequest,
+    CompletionResponse,
     ModelCard,
     ModelList,
 )
@@ -58,6 +68,7 @@ class ApiSettings:
     max_in_flight: int = 256  # admitted requests; beyond it 429 with Retry-After
     request_timeout_s: float | None = 3600.0  # whole request, first byte to last token
     max_body_bytes: int | None = None  # None: `default_body_limit(context_length)`
+    docs: bool = False  # serve /docs and /redoc (their scripts come from a CDN)
 
     def __post_init__(self) -> None:
         if not self.served_model_name:
@@ -95,7 +106,12 @@ def build_openai_app(client: EngineClient, tokenizer: ApiTokenizer, settings: Ap
                      extra_registries: Sequence[CollectorRegistry] = ()) -> FastAPI:
     """The OpenAI-compatible app for one served model. `app.state.metrics` holds its metrics
     and `app.state.admission` its in-flight count."""
-    app = FastAPI(title="r1serve", summary="OpenAI-compatible API for DeepSeek-R1")
+    # /docs and /redoc load their scripts from a CDN and need no key: off unless asked for.
+    app = FastAPI(title="r1serve", summary="OpenAI-compatible API for DeepSeek-R1",
+                  docs_url="/docs" if settings.docs else None,
+                  redoc_url="/redoc" if settings.docs else None)
+    install_openapi(app, settings.served_model_name, settings.max_tokens_cap,
+                    tokenizer.vocab_size)
     metrics = ApiMetrics(extra_registries)
     admission = Admission(settings.max_in_flight)
     dispatcher = Dispatcher(client, admission, metrics, settings.request_timeout_s)
@@ -115,7 +131,8 @@ def build_openai_app(client: EngineClient, tokenizer: ApiTokenizer, settings: Ap
 
     v1 = APIRouter(prefix="/v1")
 
-    @v1.post("/chat/completions")
+    @v1.post("/chat/completions", response_model=None,
+             responses=completion_responses(ChatCompletionResponse, ChatCompletionChunk))
     async def chat_completions(body: ChatCompletionRequest, http: Request) -> Response:
         check_model(body.model)
         # Rendering and tokenizing take time in proportion to the prompt: off the event loop,
@@ -124,25 +141,26 @@ def build_openai_app(client: EngineClient, tokenizer: ApiTokenizer, settings: Ap
                                                      http.headers.get(SESSION_HEADER))
         return await dispatcher.respond(http, "chat", requests, renderer, body.stream)
 
-    @v1.post("/completions")
+    @v1.post("/completions", response_model=None,
+             responses=completion_responses(CompletionResponse, CompletionChunk))
     async def completions(body: CompletionRequest, http: Request) -> Response:
         check_model(body.model)
         requests, renderer = await asyncio.to_thread(plan_completion, body, tokenizer,
                                                      settings, http.headers.get(SESSION_HEADER))
         return await dispatcher.respond(http, "completions", requests, renderer, body.stream)
 
-    @v1.get("/models")
+    @v1.get("/models", responses=errors(401))
     async def list_models() -> ModelList:
         return ModelList(data=[card])
 
-    @v1.get("/models/{model:path}")
+    @v1.get("/models/{model:path}", responses=errors(401, 404))
     async def get_model(model: str) -> ModelCard:
         check_model(model)
         return card
 
     app.include_router(v1)
 
-    @app.get("/health")
+    @app.get("/health", responses=errors(503))
     async def health() -> dict[str, str]:
         try:
             await client.health()
@@ -152,7 +170,7 @@ def build_openai_app(client: EngineClient, tokenizer: ApiTokenizer, settings: Ap
             raise EngineDeadError(f"engine health check failed: {e!r}") from e
         return {"status": "ok"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses=METRICS_RESPONSES)
     async def prometheus() -> Response:
         return Response(await metrics.render(client), media_type=CONTENT_TYPE_LATEST)
 

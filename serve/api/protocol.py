@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -32,7 +33,8 @@ MAX_N = 128  # OpenAI's limit on choices per request; here on all prompts' choic
 MAX_TOP_LOGPROBS = 20
 MAX_STOP = 16  # stop strings per request (OpenAI allows 4); each is matched at every token
 MAX_STOP_CHARS = 1024  # characters per stop string
-SEED_RANGE = {"ge": -(2**63), "le": 2**63 - 1}
+# Integers every JSON reader carries exactly (I-JSON, RFC 7493); choice i uses seed + i.
+SEED_RANGE = {"ge": -(2**53 - 1), "le": 2**53 - 1}
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -46,7 +48,22 @@ def _unicode_text(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_unicode_text)]
-StopText = Annotated[Text, Field(max_length=MAX_STOP_CHARS)]
+
+
+def _integral(value: Any) -> Any:
+    # JSON has numbers, not integers: 2.0 is the integer 2 (JSON Schema agrees); 2.5 and
+    # true stay errors.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def json_int(**bounds: int) -> Any:
+    """An integer field as JSON has it, with pydantic's bounds (`ge`, `le`) in its schema."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_integral)]
+
+
+JsonInt = json_int()
+TokenId = json_int(ge=0)
+StopText = Annotated[Text, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 
 
 class UnsupportedParameterError(InvalidRequestError):
@@ -67,19 +84,42 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+def no_op_only(*values: dict[str, Any], default: Any = None) -> Any:
+    """A known OpenAI field this server cannot honour: validation takes any value so that
+    `check_supported()` can name the field, and the published schema lists only `values`
+    (JSON schemas) and null, the values that are served."""
+    return Field(default=default, json_schema_extra={"anyOf": [*values, {"type": "null"}]})
+
+
+_EMPTY_LIST = {"type": "array", "maxItems": 0}
+
+
+def _no_empty_lists(schema: dict[str, Any]) -> None:
+    """In a field's published schema, no list (nor a list in it) is empty: the field's own
+    validator refuses them, naming what to send."""
+    for member in schema.get("anyOf", ()):
+        if member.get("type") == "array":
+            member["minItems"] = 1
+            _no_empty_lists({"anyOf": [member.get("items", {})]})
+_NONE = {"const": "none"}
+
+
 # -- shared pieces ---------------------------------------------------------------------------
 
 
 class StreamOptions(_Request):
     include_usage: bool | None = None
-    include_obfuscation: bool | None = None
+    include_obfuscation: bool | None = no_op_only({"const": False})
 
 
 class ContentPart(BaseModel):
-    """A part of a message's content. Only `text` parts are served; other types are accepted
-    by the schema so that the error names the unsupported part, not its fields."""
+    """A part of a message's content. Only `text` parts are served; other types pass
+    validation so that the error names the unsupported part, not its fields (the published
+    schema lists only what is served)."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={
+        "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+        "required": ["type", "text"], "additionalProperties": False})
     type: str
     text: Text | None = None
 
@@ -96,37 +136,65 @@ class ToolCall(_Request):
 
 
 class ChatMessage(_Request):
-    """One message of the conversation. `developer` is treated as `system`."""
+    """One message of the conversation. `developer` is treated as `system`. Only an assistant
+    message may go without content, and only it carries tool calls (checked where the
+    messages are rendered; the published schema says so)."""
+
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"role": {"const": "assistant"}}},
+        "then": {},
+        "else": {"required": ["content"],
+                 "properties": {"content": {"not": {"type": "null"}},
+                                "tool_calls": {"type": "null"}}}})
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[ContentPart] | None = None
-    name: str | None = None
+    name: str | None = no_op_only()  # R1's template has no participant names
     tool_calls: list[ToolCall] | None = None  # history of earlier assistant turns
     tool_call_id: str | None = None
     # DeepSeek returns it; clients echo it back. R1's template drops earlier reasoning anyway.
     reasoning_content: str | None = None
 
 
+def _unless(field: str, then: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-schema rule: unless `field` is true, the properties in `then` hold."""
+    return {"if": {"not": {"required": [field], "properties": {field: {"const": True}}}},
+            "then": {"properties": then}}
+
+
+def _rules(*rules: dict[str, Any]) -> Any:
+    """`json_schema_extra` adding cross-field rules (the ones `check_supported()` enforces)
+    to a request's published schema, after those of the classes it extends."""
+    def extra(schema: dict[str, Any]) -> None:
+        schema.setdefault("allOf", []).extend(rules)
+    return extra
+
+
+_STREAM_RULES = (_unless("stream", {"stream_options": {"type": "null"}}),)
+
+
 class _SamplingFields(_Request):
     """Fields both endpoints share."""
+
+    model_config = ConfigDict(json_schema_extra=_rules(*_STREAM_RULES))
 
     model: str
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP)] | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: json_int(ge=1) | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0, description="extension: 0 disables")
+    top_k: json_int(ge=0) | None = Field(default=None, description="extension: 0 disables")
     min_p: float | None = Field(default=None, ge=0.0, le=1.0, description="extension")
-    seed: int | None = Field(default=None, **SEED_RANGE)
-    n: int = Field(default=1, ge=1, le=MAX_N)
+    seed: json_int(**SEED_RANGE) | None = None
+    n: json_int(ge=1, le=MAX_N) = 1
     ignore_eos: bool = Field(default=False, description="extension: generate past EOS")
     user: str | None = None
     # Known OpenAI fields that only their no-op value can honour.
-    logit_bias: dict[str, float] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = no_op_only({"type": "object", "maxProperties": 0})
+    presence_penalty: float | None = no_op_only({"const": 0})
+    frequency_penalty: float | None = no_op_only({"const": 0})
 
     @field_validator("stream", "n", "ignore_eos", mode="before")
     @classmethod
@@ -163,29 +231,39 @@ class _SamplingFields(_Request):
 class ChatCompletionRequest(_SamplingFields):
     """`POST /v1/chat/completions`."""
 
+    model_config = ConfigDict(json_schema_extra=_rules(
+        *_STREAM_RULES,
+        _unless("logprobs", {"top_logprobs": {"enum": [None, 0]}}),
+        {"not": {"required": ["max_tokens", "max_completion_tokens"],  # send one of them
+                 "properties": {"max_tokens": {"type": "integer"},
+                                "max_completion_tokens": {"type": "integer"}}}}))
+
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: json_int(ge=1) | None = None
     logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    top_logprobs: json_int(ge=0, le=MAX_TOP_LOGPROBS) | None = None
     # Inert labels: they do not change what is generated.
     metadata: dict[str, str] | None = None
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     # Known OpenAI fields that only their no-op value can honour.
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
-    functions: list[dict[str, Any]] | None = None
-    function_call: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
-    reasoning_effort: str | None = None
-    verbosity: str | None = None
-    modalities: list[str] | None = None
-    audio: dict[str, Any] | None = None
-    prediction: dict[str, Any] | None = None
-    web_search_options: dict[str, Any] | None = None
-    store: bool | None = None
-    service_tier: str | None = None
+    tools: list[dict[str, Any]] | None = no_op_only(_EMPTY_LIST)
+    tool_choice: str | dict[str, Any] | None = no_op_only(_NONE)
+    parallel_tool_calls: bool | None = no_op_only()
+    functions: list[dict[str, Any]] | None = no_op_only(_EMPTY_LIST)
+    function_call: str | dict[str, Any] | None = no_op_only(_NONE)
+    response_format: dict[str, Any] | None = no_op_only({
+        "type": "object", "properties": {"type": {"const": "text"}}, "required": ["type"],
+        "additionalProperties": False})
+    reasoning_effort: str | None = no_op_only()
+    verbosity: str | None = no_op_only()
+    modalities: list[str] | None = no_op_only(
+        {"type": "array", "items": {"const": "text"}, "minItems": 1, "maxItems": 1})
+    audio: dict[str, Any] | None = no_op_only()
+    prediction: dict[str, Any] | None = no_op_only()
+    web_search_options: dict[str, Any] | None = no_op_only()
+    store: bool | None = no_op_only({"const": False})
+    service_tier: str | None = no_op_only({"enum": ["auto", "default"]})
 
     @field_validator("logprobs", mode="before")
     @classmethod
@@ -337,11 +415,12 @@ class ChatCompletionChunk(_Chunk):
 class CompletionRequest(_SamplingFields):
     """`POST /v1/completions`: a raw prompt, no chat template, no reasoning split."""
 
-    prompt: Text | list[Text] | list[int] | list[list[int]]
-    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
-    echo: bool | None = False
-    suffix: str | None = None
-    best_of: int | None = Field(default=None, ge=1)
+    prompt: Text | list[Text] | list[TokenId] | list[list[TokenId]] = Field(
+        json_schema_extra=lambda schema: _no_empty_lists(schema))
+    logprobs: json_int(ge=0, le=MAX_TOP_LOGPROBS) | None = None
+    echo: bool | None = no_op_only({"const": False}, default=False)
+    suffix: str | None = no_op_only({"const": ""})
+    best_of: json_int(ge=1) | None = no_op_only()  # served only as n
 
     def check_supported(self) -> None:
         """Raise `UnsupportedParameterError` naming the first field this server cannot honour."""
