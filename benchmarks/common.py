@@ -17,14 +17,24 @@ def percentile(xs: Iterable[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def tiny_checkpoint(path: str | None) -> Path:
-    """The given checkpoint, or a fresh tiny fp32 one in a temporary directory."""
+def tiny_checkpoint(path: str | None, arch: str = "deepseek-v3") -> Path:
+    """The given checkpoint, or a fresh tiny fp32 one of `arch` (deepseek-v3, or a distill's
+    qwen2 or llama) in a temporary directory."""
     from serve.engine.reference.tiny_checkpoint import write_tiny_checkpoint
+    from serve.engine.reference.tiny_dense_checkpoint import write_tiny_dense_checkpoint
 
     if path:
         return Path(path)
-    return write_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="r1serve-bench-")), seed=0,
-                                 dtype="fp32")
+    out = Path(tempfile.mkdtemp(prefix="r1serve-bench-"))
+    if arch != "deepseek-v3":
+        return write_tiny_dense_checkpoint(out, arch, seed=0, dtype="fp32")
+    return write_tiny_checkpoint(out, seed=0, dtype="fp32")
+
+
+def add_arch_argument(ap) -> None:
+    """`--arch`: which tiny checkpoint a benchmark writes when it is given no `--model`."""
+    ap.add_argument("--arch", choices=["deepseek-v3", "qwen2", "llama"], default="deepseek-v3",
+                    help="tiny checkpoint to write when --model is not given")
 
 
 def random_prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:

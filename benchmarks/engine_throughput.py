@@ -1,7 +1,8 @@
 """Output tokens/s: 16 concurrent greedy requests through the reference engine, against
 transformers' `generate()` running the same requests one at a time, side by side in one run.
 
-    python benchmarks/engine_throughput.py [--model DIR] [--requests 16] [--new-tokens 128]
+    python -m benchmarks.engine_throughput [--model DIR | --arch deepseek-v3|qwen2|llama]
+        [--requests 16] [--new-tokens 128]
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 import torch
 
-from benchmarks.common import random_prompts, tiny_checkpoint
+from benchmarks.common import add_arch_argument, random_prompts, tiny_checkpoint
 from serve.engine.base import GenerationRequest, SamplingParams
 from serve.engine.reference.engine import EngineConfig, ReferenceEngine
 
@@ -44,15 +45,16 @@ def _hf(model, prompts, new_tokens: int) -> list[list[int]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model")
+    add_arch_argument(ap)
     ap.add_argument("--requests", type=int, default=16)
     ap.add_argument("--prompt-len", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=128)
     ns = ap.parse_args()
     import transformers
 
-    path = tiny_checkpoint(ns.model)
+    path = tiny_checkpoint(ns.model, ns.arch)
     engine = ReferenceEngine.from_checkpoint(path, EngineConfig())
-    hf = transformers.DeepseekV3ForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     prompts = random_prompts(ns.requests, ns.prompt_len, engine.args.vocab_size)
     total = ns.requests * ns.new_tokens
 

@@ -1,7 +1,8 @@
 """Time to first token of a request whose 1,024-token prompt prefix is already in the prefix
 cache, against the same request with nothing cached, side by side in one run.
 
-    python -m benchmarks.prefix_reuse [--model DIR] [--prefix 1024] [--suffix 32] [--repeats 5]
+    python -m benchmarks.prefix_reuse [--model DIR | --arch deepseek-v3|qwen2|llama]
+        [--prefix 1024] [--suffix 32] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import statistics
 import time
 
-from benchmarks.common import random_prompts, tiny_checkpoint
+from benchmarks.common import add_arch_argument, random_prompts, tiny_checkpoint
 from serve.engine.base import GenerationRequest, SamplingParams
 from serve.engine.reference.engine import EngineConfig, ReferenceEngine
 
@@ -30,11 +31,12 @@ async def _ttft(engine: ReferenceEngine, request_id: str, prompt: list[int]) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model")
+    add_arch_argument(ap)
     ap.add_argument("--prefix", type=int, default=1024)
     ap.add_argument("--suffix", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
     ns = ap.parse_args()
-    path = tiny_checkpoint(ns.model)
+    path = tiny_checkpoint(ns.model, ns.arch)
     config = EngineConfig(kv_pages=1024)
     engine = ReferenceEngine.from_checkpoint(path, config)
     vocab = engine.args.vocab_size

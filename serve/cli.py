@@ -145,10 +145,36 @@ def _load_config(path: str | None):
     return R1ServeConfig.from_yaml(path) if path else R1ServeConfig.local_default()
 
 
+def up_config(config_path: str | None, model: str | None):
+    """`r1serve up`'s configuration: `--config` (or the local default) with `--model`'s
+    checkpoint. A dense model (a distilled R1) given without a config runs as one process
+    (engine.ep_size 1) and is served under its directory's name; one given with a config must
+    not ask for expert parallelism, and is refused before Ray starts if it does."""
+    from serve.config import R1ServeConfig
+    from serve.engine.reference.architecture import check_parallelism
+    from serve.engine.reference.checkpoint import load_model_args
+    from serve.engine.reference.dense_args import DenseArgs
+
+    config = _load_config(config_path)
+    if model is not None:
+        data = config.model_dump()
+        data["model"]["path"] = model
+        if config_path is None and isinstance(load_model_args(model), DenseArgs):
+            data["model"]["served_name"] = Path(model).resolve().name
+            data["engine"]["ep_size"] = 1
+        config = R1ServeConfig.from_dict(data, source=config_path or "--model")
+    if config.model.backend == "reference" and config.model.path:
+        e = config.engine
+        check_parallelism(load_model_args(config.model.path), config.model.path,
+                          ep_size=e.ep_size, nodes=e.nodes_per_replica,
+                          expert_placement=e.expert_placement)
+    return config
+
+
 def _up(ns: argparse.Namespace) -> int:
     from serve.runner import up
 
-    return up(_load_config(ns.config))
+    return up(up_config(ns.config, ns.model))
 
 
 def _deploy(ns: argparse.Namespace) -> int:
@@ -268,6 +294,8 @@ def _parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("up", help="serve on a local Ray at http://127.0.0.1:8000/v1")
     u.add_argument("--config", help="YAML config (default: the embedded tiny local default)")
+    u.add_argument("--model", help="checkpoint directory to serve (Hugging Face layout), e.g. a "
+                   "downloaded DeepSeek-R1-Distill-Qwen-1.5B; overrides model.path")
     u.set_defaults(func=_up)
 
     d = sub.add_parser("deploy", help="deploy onto an existing Ray cluster (Ray job entrypoint)")
