@@ -57,11 +57,14 @@ def _prompt_ids(ns: argparse.Namespace, tokenizer) -> list[int]:
 
 
 def _engine_config(ns: argparse.Namespace):
-    from serve.engine.reference.engine import EngineConfig
+    from serve.config import R1ServeConfig
+    from serve.engine.reference.engine_config import EngineConfig
 
-    return EngineConfig(page_size=ns.page_size, kv_pages=ns.kv_pages,
-                        prefix_cache=not ns.no_prefix_cache,
-                        max_batched_tokens=ns.max_batched_tokens)
+    # through the config schema, the one place the engine's settings are validated
+    engine = {"page_size": ns.page_size, "kv_pages": ns.kv_pages,
+              "prefix_cache": not ns.no_prefix_cache, "max_batched_tokens": ns.max_batched_tokens}
+    return EngineConfig.from_config(R1ServeConfig.from_dict({"engine": engine},
+                                                            source="r1serve generate"))
 
 
 async def _generate_one(engine, request, stream_text: bool) -> dict:

@@ -67,7 +67,9 @@ class EngineSection(_Section):
     def _check(self) -> EngineSection:
         if self.max_running > self.max_batched_tokens:
             raise ValueError(f"max_running ({self.max_running}) must not exceed "
-                             f"max_batched_tokens ({self.max_batched_tokens})")
+                             f"max_batched_tokens ({self.max_batched_tokens}): every running "
+                             "request decodes one token per step; lower max_running or raise "
+                             "max_batched_tokens")
         return self
 
 

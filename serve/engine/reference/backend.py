@@ -18,13 +18,11 @@ from serve.errors import ConfigError
 
 class ReferenceBackend(Backend):
     def build_engine(self, config: R1ServeConfig) -> Engine:
-        from serve.engine.reference.engine import EngineConfig, ReferenceEngine
+        from serve.engine.reference.engine import ReferenceEngine
+        from serve.engine.reference.engine_config import EngineConfig
 
         e = config.engine
-        engine_config = EngineConfig(
-            page_size=e.page_size, kv_pages=e.kv_pages, max_running=e.max_running,
-            max_batched_tokens=e.max_batched_tokens, max_model_len=config.model.context_length,
-            prefix_cache=e.prefix_cache)
+        engine_config = EngineConfig.from_config(config)
         if _single_process(config):
             return ReferenceEngine.from_checkpoint(model_path(config), engine_config)
         import ray

@@ -34,16 +34,17 @@ from serve.engine.base import (
 from serve.engine.load_meter import LoadMeter
 from serve.engine.reference.architecture import build_model
 from serve.engine.reference.checkpoint import load_model_args, load_state_dict
+from serve.engine.reference.engine_config import EngineConfig
 from serve.engine.reference.executor import LocalExecutor, ModelExecutor
 from serve.engine.reference.model import Transformer
 from serve.engine.reference.model_args import ModelArgs
 from serve.engine.reference.model_runner import StepItem
 from serve.engine.reference.output_stream import OutputStream
 from serve.engine.reference.sampler import sample
-from serve.engine.reference.scheduler import ScheduledItem, Scheduler, SchedulerConfig
+from serve.engine.reference.scheduler import ScheduledItem, Scheduler
 from serve.engine.reference.sequence import Sequence
 from serve.engine.reference.tokenizer import Tokenizer
-from serve.errors import ConfigError, EngineDeadError, EngineFailedError, InvalidRequestError
+from serve.errors import EngineDeadError, EngineFailedError, InvalidRequestError
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +53,6 @@ _DECODE_COST = 16
 # A busy engine rebuilds its stats snapshot at most this often: Serve reads them every few
 # seconds, and a snapshot walks every request and cached block.
 _STATS_INTERVAL_S = 0.1
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Capacity and batching knobs of the reference engine."""
-
-    page_size: int = 16  # tokens per KV page; also the prefix-cache block size
-    kv_pages: int = 4096  # KV budget in pages
-    max_running: int = 64  # requests decoding at once
-    max_batched_tokens: int = 512  # tokens per step; longer prompts are prefilled in chunks
-    max_model_len: int = 32768  # context length (prompt + output), capped by the model's
-    prefix_cache: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("page_size", "kv_pages", "max_running", "max_batched_tokens",
-                     "max_model_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"engine {name}={getattr(self, name)} must be at least 1")
-        if self.max_running > self.max_batched_tokens:
-            raise ConfigError(
-                f"engine max_running ({self.max_running}) exceeds max_batched_tokens "
-                f"({self.max_batched_tokens}): every running request decodes one token per "
-                "step; lower max_running or raise max_batched_tokens")
 
 
 @dataclass
@@ -96,21 +74,17 @@ class ReferenceEngine(Engine):
     """
 
     def __init__(self, model: Transformer | None, tokenizer: Tokenizer,
-                 config: EngineConfig = EngineConfig(), *, executor: ModelExecutor | None = None,
+                 config: EngineConfig | None = None, *, executor: ModelExecutor | None = None,
                  args: ModelArgs | None = None, clock: Callable[[], float] = time.monotonic,
                  start_thread: bool = True) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.args = args or model.args
-        self.config = config
+        self.config = config = config or EngineConfig()
         self.max_model_len = min(config.max_model_len, self.args.max_position_embeddings)
         self.executor = executor or LocalExecutor(model, config.kv_pages, config.page_size)
         self._clock = clock
         self.meter = LoadMeter(now=clock())  # touched on the engine thread only
-        self.schedulers = [Scheduler(SchedulerConfig(
-            page_size=config.page_size, num_pages=config.kv_pages,
-            max_running=config.max_running, max_batched_tokens=config.max_batched_tokens,
-            prefix_cache=config.prefix_cache), self.meter)
-            for _ in range(self.executor.num_ranks)]
+        self.schedulers = [Scheduler(config, self.meter) for _ in range(self.executor.num_ranks)]
         self._arrivals = itertools.count()
         self._cv = threading.Condition()
         self._inbox: list[tuple[Sequence, OutputStream, _Stream]] = []
@@ -129,7 +103,7 @@ class ReferenceEngine(Engine):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path,
-                        config: EngineConfig = EngineConfig()) -> ReferenceEngine:
+                        config: EngineConfig | None = None) -> ReferenceEngine:
         """Load config.json, weights and tokenizer from a Hugging Face checkpoint dir."""
         args = load_model_args(path)
         with torch.device("meta"):

@@ -15,17 +15,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from serve.engine.load_meter import LoadMeter
+from serve.engine.reference.engine_config import EngineConfig
 from serve.engine.reference.kv_cache_manager import KVCacheManager
 from serve.engine.reference.sequence import Sequence, Status
-
-
-@dataclass(frozen=True)
-class SchedulerConfig:
-    page_size: int = 16
-    num_pages: int = 4096
-    max_running: int = 64
-    max_batched_tokens: int = 512
-    prefix_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -45,11 +37,10 @@ class Scheduler:
     its prefill first begins; the engine shares one meter between its ranks' schedulers, so
     the hits it reports are the instance's."""
 
-    def __init__(self, config: SchedulerConfig, meter: LoadMeter | None = None) -> None:
-        assert config.max_running <= config.max_batched_tokens
+    def __init__(self, config: EngineConfig, meter: LoadMeter | None = None) -> None:
         self.config = config
         self.meter = meter or LoadMeter()
-        self.kv_cache = KVCacheManager(config.page_size, config.num_pages, config.prefix_cache)
+        self.kv_cache = KVCacheManager(config.page_size, config.kv_pages, config.prefix_cache)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # in arrival order, so the newest is preempted first
         self.preemptions = 0
