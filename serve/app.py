@@ -15,18 +15,6 @@ from serve.engine.registry import backend_of
 ENGINE_DEPLOYMENT = "EngineDeployment"  # Serve's name of the engine deployment
 
 
-def api_settings(config: R1ServeConfig):
-    from serve.api.ingress import ApiSettings
-
-    a = config.api
-    return ApiSettings(
-        served_model_name=config.model.served_name, context_length=config.model.context_length,
-        max_tokens_cap=a.max_tokens_cap, default_temperature=a.default_temperature,
-        default_top_p=a.default_top_p, api_keys=a.api_keys(), max_in_flight=a.max_in_flight,
-        request_timeout_s=a.request_timeout_s, max_body_bytes=a.max_body_bytes,
-        docs=a.docs)
-
-
 @serve.ingress()
 class OpenAIIngress:
     """Validates, applies the chat template, tokenizes once, and streams from the engines."""
@@ -37,6 +25,7 @@ class OpenAIIngress:
         self.config.apply_logging()
 
     def __serve_build_asgi_app__(self):
+        from serve.api.api_settings import ApiSettings
         from serve.api.ingress import build_openai_app
         from serve.engine.model_path import model_path
         from serve.engine.reference.tokenizer import Tokenizer
@@ -55,7 +44,7 @@ class OpenAIIngress:
             app_name = serve.get_replica_context().app_name
             registries.append(scaling_registry(ScalingBoard(app_name, ENGINE_DEPLOYMENT).read))
         self.asgi = build_openai_app(HandleEngineClient(self.engine), tokenizer,
-                                     api_settings(self.config), registries)
+                                     ApiSettings.from_config(self.config), registries)
         return self.asgi
 
     def routing_summary(self) -> dict[str, float]:

@@ -27,7 +27,7 @@ from serve.engine.base import GenerationRequest, TokenDelta, TokenLogprob
 from serve.errors import InvalidRequestError
 
 if TYPE_CHECKING:
-    from serve.api.ingress import ApiSettings
+    from serve.api.api_settings import ApiSettings
 
 
 class TooManyChoicesError(InvalidRequestError):

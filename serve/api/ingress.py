@@ -14,13 +14,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.api.admission import Admission
+from serve.api.api_settings import ApiSettings
 from serve.api.auth import ApiKeyAuth, AuthenticationError
 from serve.api.body_limit import BodyLimit
 from serve.api.chat import plan_chat
@@ -47,59 +47,13 @@ from serve.api.protocol import (
 )
 from serve.api.request_id import REQUEST_ID_HEADER, assign_request_id, request_id_of
 from serve.api.tokenizer_protocol import ApiTokenizer
-from serve.errors import ConfigError, EngineDeadError, R1ServeError
+from serve.errors import EngineDeadError, R1ServeError
 
 log = logging.getLogger(__name__)
 
 # Requests of one conversation carry the same id here, so the router keeps them on the
 # replica that caches their history (unless it is overloaded).
 SESSION_HEADER = "x-session-id"
-
-@dataclass(frozen=True)
-class ApiSettings:
-    """What the HTTP layer enforces, independent of any engine."""
-
-    served_model_name: str  # the only accepted `model`
-    context_length: int  # prompt + output tokens, as the engines allow
-    max_tokens_cap: int  # most output tokens per choice; also the default max_tokens
-    default_temperature: float = 0.6  # R1 model card's recommendation
-    default_top_p: float = 0.95  # R1 model card's recommendation
-    api_keys: frozenset[str] = field(default_factory=frozenset)  # empty: no authentication
-    max_in_flight: int = 256  # admitted requests; beyond it 429 with Retry-After
-    request_timeout_s: float | None = 3600.0  # whole request, first byte to last token
-    max_body_bytes: int | None = None  # None: `default_body_limit(context_length)`
-    docs: bool = False  # serve /docs and /redoc (their scripts come from a CDN)
-
-    def __post_init__(self) -> None:
-        if not self.served_model_name:
-            raise ConfigError("api served_model_name must not be empty")
-        for name in ("context_length", "max_tokens_cap", "max_in_flight"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"api {name}={getattr(self, name)} must be at least 1")
-        if not 0.0 <= self.default_temperature <= 2.0:
-            raise ConfigError(f"api default_temperature={self.default_temperature} must be in "
-                              "[0, 2]")
-        if not 0.0 < self.default_top_p <= 1.0:
-            raise ConfigError(f"api default_top_p={self.default_top_p} must be in (0, 1]")
-        if self.request_timeout_s is not None and self.request_timeout_s <= 0:
-            raise ConfigError(f"api request_timeout_s={self.request_timeout_s} must be positive "
-                              "(or null for no timeout)")
-        if any(not k for k in self.api_keys):
-            raise ConfigError("api api_keys must not contain an empty key")
-        if self.max_body_bytes is not None and self.max_body_bytes < 1024:
-            raise ConfigError(f"api max_body_bytes={self.max_body_bytes} must be at least 1024")
-
-    @property
-    def body_limit(self) -> int:
-        """Most bytes of a request body; larger ones get 413 before they are parsed."""
-        return self.max_body_bytes or default_body_limit(self.context_length)
-
-
-def default_body_limit(context_length: int) -> int:
-    """128 bytes per token of context, at least 1 MiB: room for a full context of JSON-escaped
-    text or token ids, plus earlier turns' reasoning that clients echo back and the chat
-    template drops (32K tokens: 4 MiB)."""
-    return max(1 << 20, 128 * context_length)
 
 
 def build_openai_app(client: EngineClient, tokenizer: ApiTokenizer, settings: ApiSettings,

@@ -10,7 +10,7 @@ from serve.engine.base import GenerationRequest, SamplingParams
 from serve.errors import ContextLengthError, InvalidRequestError
 
 if TYPE_CHECKING:
-    from serve.api.ingress import ApiSettings
+    from serve.api.api_settings import ApiSettings
     from serve.api.protocol import _SamplingFields
 
 

@@ -12,8 +12,9 @@ import httpx2
 import openai
 import pytest
 
+from serve.api.api_settings import ApiSettings
 from serve.api.engine_client import LocalEngineClient
-from serve.api.ingress import ApiSettings, build_openai_app
+from serve.api.ingress import build_openai_app
 from serve.engine.base import EngineStats, GenerationRequest, TokenDelta, Usage
 from serve.engine.reference.engine import EngineConfig, ReferenceEngine
 from serve.errors import EngineDeadError

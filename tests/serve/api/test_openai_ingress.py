@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 import httpx2
 import pytest
 
+from serve.api.api_settings import ApiSettings
 from serve.api.engine_client import LocalEngineClient
-from serve.api.ingress import ApiSettings, build_openai_app
+from serve.api.ingress import build_openai_app
 from serve.api.reasoning import ReasoningSplitter
 from serve.engine.base import (
     EngineStats,

@@ -11,7 +11,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from serve.api.ingress import ApiSettings, build_openai_app
+from serve.api.api_settings import ApiSettings
+from serve.api.ingress import build_openai_app
 from serve.engine.base import EngineStats, GenerationRequest, TokenDelta, Usage
 
 SERVED = "deepseek-r1-tiny"

@@ -9,10 +9,10 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from serve.api.api_settings import ApiSettings
 from serve.api.auth import ApiKeyAuth, AuthenticationError
 from serve.api.chat import template_messages
 from serve.api.http_errors import describe_validation_error
-from serve.api.ingress import ApiSettings
 from serve.api.logprobs import LogprobFormatter
 from serve.api.protocol import (
     MAX_STOP,

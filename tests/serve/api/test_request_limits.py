@@ -13,7 +13,8 @@ import httpx2
 import openai
 import pytest
 
-from serve.api.ingress import ApiSettings, build_openai_app, default_body_limit
+from serve.api.api_settings import ApiSettings, default_body_limit
+from serve.api.ingress import build_openai_app
 from serve.config import R1ServeConfig
 from serve.engine.base import EngineStats, GenerationRequest, TokenDelta, Usage
 from serve.errors import ConfigError
