@@ -276,6 +276,7 @@ class CapacityPlan:
     max_concurrent_requests: int  # at layout.context tokens each
     reason: str | None = None  # why it does not fit
     smallest_fitting: Layout | None = None  # fewest nodes that would fit, if any
+    dense: bool = False  # a dense model (dense_capacity.py): tensor parallel only
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON output."""

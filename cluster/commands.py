@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cluster.capacity import GIB, GPUS, KV_DTYPE_BYTES, CapacityPlan, Layout, plan
+from cluster.dense_capacity import is_dense_config, plan_dense
 from cluster.eplb import (
     POLICIES,
     layer_max_mean_ratios,
@@ -26,6 +27,7 @@ from cluster.eplb import (
 from cluster.expert_placement import ExpertPlacement, contiguous
 
 _DEFAULT_CONFIG = "data/deepseek_r1_config.json"
+_DISTILL_SHAPES = "data/distill_shapes.json"
 _COUNTS_HELP = (
     'JSON file of measured expert loads: {"counts": [[c_0, ..., c_{E-1}], ...]}, one list per '
     "MoE layer (R1: 58 lists of 256), c_e = tokens routed to logical expert e in that layer")
@@ -86,8 +88,13 @@ def add_plan_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--memory-fraction", type=float, default=0.9,
                    help="fraction of GPU memory for weights + KV cache, the rest kept for "
                         "activations and CUDA graphs (SGLang --mem-fraction-static; default 0.9)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="model config.json (default: DeepSeek-R1's, shipped with r1serve)")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--config", type=Path, default=None,
+                       help="model config.json (default: DeepSeek-R1's, shipped with r1serve); "
+                            "a Qwen2 or Llama config is planned as a dense model")
+    model.add_argument("--model", choices=sorted(_distill_shapes()),
+                       help="a distilled R1 model, by its shape shipped with r1serve: dense, "
+                            "tensor parallel on one node (--gpus-per-node GPUs, --nodes 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_plan)
     return p
@@ -143,12 +150,12 @@ def _load_row(name: str, placement: ExpertPlacement, counts: np.ndarray) -> str:
 
 def _plan(ns: argparse.Namespace) -> int:
     try:
-        config = _read_config(ns.config)
+        config = _read_config(ns.config, ns.model)
         layout = Layout(gpus_per_node=ns.gpus_per_node, nodes=ns.nodes, context=ns.context,
                         kv_dtype=ns.kv_dtype, ep=ns.ep, dp_attention=ns.dp_attention,
                         redundant_experts=ns.redundant, memory_fraction=ns.memory_fraction,
                         mtp=ns.mtp)
-        result = plan(config, ns.gpu, layout)
+        result = (plan_dense if is_dense_config(config) else plan)(config, ns.gpu, layout)
     except (ValueError, OSError) as e:
         return _fail("plan", e)
     if ns.json:
@@ -158,7 +165,16 @@ def _plan(ns: argparse.Namespace) -> int:
     return 0 if result.fits else 1
 
 
-def _read_config(path: Path | None) -> dict[str, Any]:
+def _distill_shapes() -> dict[str, dict[str, Any]]:
+    """distill-qwen-32b -> the sizing fields of DeepSeek-R1-Distill-Qwen-32B's config.json."""
+    doc = json.loads(resources.files("cluster").joinpath(_DISTILL_SHAPES).read_text())
+    return {name.lower().removeprefix("deepseek-r1-"): shape for name, shape in doc.items()
+            if not name.startswith("_")}
+
+
+def _read_config(path: Path | None, model: str | None = None) -> dict[str, Any]:
+    if model is not None:
+        return _distill_shapes()[model]
     source = resources.files("cluster").joinpath(_DEFAULT_CONFIG) if path is None else path
     try:
         config = json.loads(source.read_text())
@@ -169,7 +185,10 @@ def _read_config(path: Path | None) -> dict[str, Any]:
     return config
 
 
-def _describe(layout: Layout) -> str:
+def _describe(layout: Layout, dense: bool = False) -> str:
+    if dense:
+        gpus = layout.num_gpus
+        return f"{gpus} GPU{'s' if gpus > 1 else ''} of one node, tensor parallel {gpus} (dense)"
     attention = "DP attention" if layout.dp_attention else f"TP{layout.num_gpus} attention"
     return (f"{layout.nodes} node(s) x {layout.gpus_per_node} GPUs = {layout.num_gpus} GPUs, "
             f"EP{layout.ep_size}, {attention}")
@@ -190,11 +209,14 @@ def _plan_table(p: CapacityPlan) -> str:
         ("max concurrent requests", f"{p.max_concurrent_requests:,} at {layout.context:,} "
                                     f"tokens each"),
     ]
-    lines = [f"{p.gpu.description} ({p.gpu.name}): {_describe(layout)}"]
+    lines = [f"{p.gpu.description} ({p.gpu.name}): {_describe(layout, p.dense)}"]
     lines += [f"  {name:<25} {value}" for name, value in rows]
     if p.reason:
         lines.append(f"does not fit: {p.reason}")
-    if p.smallest_fitting is not None:
+    if p.smallest_fitting is not None and p.dense:
+        lines.append(f"smallest layout that fits: {_describe(p.smallest_fitting, True)} "
+                     f"(--gpus-per-node {p.smallest_fitting.gpus_per_node})")
+    elif p.smallest_fitting is not None:
         lines.append(f"smallest layout that fits: {_describe(p.smallest_fitting)} "
                      f"(--nodes {p.smallest_fitting.nodes})")
     return "\n".join(lines)

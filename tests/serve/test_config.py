@@ -17,7 +17,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_example_config_loads(path):
     config = R1ServeConfig.from_yaml(path)
-    assert config.model.served_name == "deepseek-r1"
+    assert config.model.served_name.startswith("deepseek-r1")  # or a distill's name
 
 
 def test_the_embedded_default_is_configs_local_tiny():

@@ -44,7 +44,8 @@ def _sglang_args(ns: argparse.Namespace) -> int:
 
     config = R1ServeConfig.from_yaml(ns.config) if ns.config else R1ServeConfig()
     profile = get_profile(ns.profile)
-    args = build_server_args(config, profile, model_path=config.model.path or DEFAULT_MODEL)
+    args = build_server_args(config, profile,
+                             model_path=config.model.path or profile.model or DEFAULT_MODEL)
     lines = args.launch_commands(ns.dist_init_addr, extra={"host": ns.host, "port": ns.port})
     e = config.engine
     if ns.config and (e.nodes_per_replica, e.devices_per_node) != (

@@ -1,4 +1,5 @@
-"""Named SGLang launch profiles for DeepSeek-R1: a parallel layout plus tuning, as data.
+"""Named SGLang launch profiles for DeepSeek-R1 and its distilled models: a parallel layout
+plus tuning, as data.
 
 A profile never holds model paths or ports; those come from the r1serve config. Tuning values
 follow SGLang's published R1 recipes for each GPU, sized for R1's FP8 weights (~640 GiB):
@@ -7,6 +8,13 @@ follow SGLang's published R1 recipes for each GPU, sized for R1's FP8 weights (~
 - h800x32-wide-ep: four 8xH800 nodes, attention data-parallel on every GPU (each GPU owns its
   requests and KV cache) and DeepEP all-to-all for the experts, with EPLB keeping 32 redundant
   experts so that hot experts are replicated. Built for high-concurrency decode.
+
+The distilled R1 models are dense (Qwen2.5 and Llama 3, bf16) and need no expert parallelism:
+each `distill-*` profile is plain tensor parallelism on one node, sized for its model's bf16
+weights plus KV room, and more throughput comes from more instances (Ray Serve replicas).
+- distill-qwen-1.5b, -7b, distill-llama-8b, distill-qwen-14b: one 80 GB GPU (3.5 to 30 GB).
+- distill-qwen-32b: two 80 GB GPUs, 33 GB of its 66 GB on each (one H200 holds it too).
+- distill-llama-70b: four H200s (141 GB of weights, 35 GB each); -h100x8: eight H100s.
 
 Every profile turns metrics on (the router and autoscaler read load from SGLang), leaves
 SGLang's reasoning parser off (the ingress splits <think> itself), and raises the
@@ -67,6 +75,27 @@ class Profile:
     description: str
     layout: Layout
     tuning: Mapping[str, Any] = field(default_factory=lambda: _frozen({}))
+    # The checkpoint the profile is sized for, as a Hugging Face repo id: what
+    # `r1serve sglang-args` launches when no config names a model. None: DeepSeek-R1.
+    model: str | None = None
+
+
+# Dense distilled models on one node: bf16 weights, tensor parallelism only.
+_DISTILL_TUNING = _frozen({
+    "mem_fraction_static": 0.88,
+    "chunked_prefill_size": 8192,
+    "cuda_graph_max_bs_decode": 256,
+})
+
+
+def _distill(size: str, gpu: str, gpus: int, note: str, name: str | None = None) -> Profile:
+    family = "Llama" if size in ("8b", "70b") else "Qwen"
+    model = f"deepseek-ai/DeepSeek-R1-Distill-{family}-{size.upper()}"
+    return Profile(
+        name=name or f"distill-{family.lower()}-{size}", gpu=gpu,
+        layout=Layout(nnodes=1, gpus_per_node=gpus), tuning=_DISTILL_TUNING, model=model,
+        description=f"{model.split('/')[1]} on {gpus}x{gpu}" + (
+            f", tensor parallel {gpus}" if gpus > 1 else "") + f" ({note})")
 
 
 PROFILES: Mapping[str, Profile] = _frozen({p.name: p for p in (
@@ -104,6 +133,13 @@ PROFILES: Mapping[str, Profile] = _frozen({p.name: p for p in (
             "moe_dense_tp_size": 1,  # dense MLPs data-parallel too, as attention is
             "enable_metrics_for_all_schedulers": True,  # one load series per DP rank
         })),
+    _distill("1.5b", "H100", 1, "bf16 weights 3.5 GB"),
+    _distill("7b", "H100", 1, "bf16 weights 15 GB"),
+    _distill("8b", "H100", 1, "bf16 weights 16 GB"),
+    _distill("14b", "H100", 1, "bf16 weights 30 GB"),
+    _distill("32b", "H100", 2, "bf16 weights 66 GB"),
+    _distill("70b", "H200", 4, "bf16 weights 141 GB"),
+    _distill("70b", "H100", 8, "bf16 weights 141 GB", name="distill-llama-70b-h100x8"),
 )})
 
 
@@ -117,5 +153,6 @@ def get_profile(name: str) -> Profile:
 
 
 def profile_for(layout: Layout) -> Profile | None:
-    """The profile whose layout is exactly `layout`, if any."""
-    return next((p for p in PROFILES.values() if p.layout == layout), None)
+    """The R1 profile whose layout is exactly `layout`, if any. A distilled model's profile
+    applies only by name (`engine.backend_args.profile`): a layout does not say the model."""
+    return next((p for p in PROFILES.values() if p.layout == layout and p.model is None), None)

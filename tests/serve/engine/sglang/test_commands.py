@@ -49,3 +49,27 @@ def test_config_and_address_apply(tmp_path: Path, capsys) -> None:
     for line in commands:
         assert "--model-path /models/r1 " in line and "--context-length 65536" in line
         assert "--kv-cache-dtype fp8_e4m3" in line and "--dist-init-addr 10.0.0.7:6000" in line
+
+
+@pytest.mark.parametrize(("profile", "model", "tp"), [
+    ("distill-qwen-1.5b", "DeepSeek-R1-Distill-Qwen-1.5B", 1),
+    ("distill-qwen-32b", "DeepSeek-R1-Distill-Qwen-32B", 2),
+    ("distill-llama-70b", "DeepSeek-R1-Distill-Llama-70B", 4)])
+def test_distill_profiles_launch_their_own_model(profile: str, model: str, tp: int,
+                                                 capsys) -> None:
+    """With no config naming a model, a distill profile launches the checkpoint it is sized
+    for, parsed by SGLang's own parser when it is installed."""
+    (line,) = _run(["--profile", profile], capsys)
+    assert line.startswith(f"python -m sglang.launch_server --model-path deepseek-ai/{model} "
+                           f"--tp-size {tp} --nnodes 1 ")
+    try:
+        from sglang.srt.server_args import ServerArgs
+    except ImportError:
+        return
+    import shlex
+
+    parser = argparse.ArgumentParser()
+    ServerArgs.add_cli_args(parser)
+    parsed = ServerArgs.from_cli_args(parser.parse_args(shlex.split(line)[3:]))
+    assert (parsed.model_path, parsed.tp_size, parsed.ep_size) == (f"deepseek-ai/{model}", tp, 1)
+    assert parsed.reasoning_parser is None

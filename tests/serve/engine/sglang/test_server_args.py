@@ -49,6 +49,14 @@ EXPECTED = {
                             moe_a2a_backend="deepep", enable_eplb=True,
                             ep_num_redundant_experts=32, dist_timeout=3600),
 }
+# The distilled models: dense, tensor parallel on one node, no expert parallelism.
+DISTILL_TP = {"distill-qwen-1.5b": 1, "distill-qwen-7b": 1, "distill-llama-8b": 1,
+              "distill-qwen-14b": 1, "distill-qwen-32b": 2, "distill-llama-70b": 4,
+              "distill-llama-70b-h100x8": 8}
+EXPECTED.update({name: dict(tp_size=tp, nnodes=1, attn_dp_size=1, ep_size=1,
+                            moe_a2a_backend="none", enable_eplb=False,
+                            ep_num_redundant_experts=0, dist_timeout=1800)
+                 for name, tp in DISTILL_TP.items()})
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
