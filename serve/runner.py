@@ -86,10 +86,11 @@ def up(config: R1ServeConfig, timeout_s: float = 600.0) -> int:
     import ray
     from ray import serve
 
+    from cluster.local_cluster import init_local_ray
     from serve.engine.model_path import model_path
 
     print(f"r1serve up: model {model_path(config)}", flush=True)  # writes the tiny model once
-    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    init_local_ray()  # a Ray of its own, never a stale one found in /tmp; its ports on loopback
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
