@@ -19,7 +19,13 @@ $(SGLANG_STAMP): $(STAMP) scripts/install_test_sglang.sh
 	bash scripts/install_test_sglang.sh $(VENV)
 	touch $@
 
-test: $(STAMP) $(SGLANG_STAMP)
+# checkov, in a venv of its own (its pins would downgrade ours), for the chart's policy test.
+CHECKOV_STAMP := $(VENV)/.checkov
+$(CHECKOV_STAMP): $(STAMP) scripts/install_checkov.sh
+	bash scripts/install_checkov.sh $(VENV)
+	touch $@
+
+test: $(STAMP) $(SGLANG_STAMP) $(CHECKOV_STAMP)
 	$(PY) -m pytest
 
 up: $(STAMP)

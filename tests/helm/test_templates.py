@@ -25,6 +25,7 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "service-metrics.yaml": ("Service", ("metrics.serviceMonitor.enabled=true",), ()),
     "configmap-dashboard.yaml": ("ConfigMap", (), ("grafana.dashboard.enabled=false",)),
     "networkpolicy-r1serve.yaml": ("NetworkPolicy", (), ("networkPolicy.enabled=false",)),
+    "networkpolicy-weights.yaml": ("NetworkPolicy", (), ("weights.download.mode=none",)),
     "poddisruptionbudget-head.yaml": (
         "PodDisruptionBudget", (), ("podDisruptionBudget.enabled=false",)),
     "poddisruptionbudget-worker.yaml": (
@@ -84,6 +85,42 @@ def test_workers_wait_for_the_job_or_download_themselves(template) -> None:
     assert init("weights.download.mode=none") == []
 
 
+def test_weights_job_is_unprivileged_and_takes_no_connections(template) -> None:
+    rendered = template("h200x8")
+    pod = rendered.one("Job")["spec"]["template"]
+    spec, (container,) = pod["spec"], pod["spec"]["containers"]
+    assert spec["securityContext"]["runAsUser"] >= 10000
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["automountServiceAccountToken"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # What it writes: the weights volume (HF_HOME lives there too) and an emptyDir /tmp.
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts == {"/models": "weights", "/tmp": "tmp"}
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in spec["volumes"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HF_HOME"].startswith("/models/") and env["HOME"] == "/tmp"
+    (policy,) = rendered.by_source["networkpolicy-weights.yaml"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and policy["spec"]["ingress"] == []
+
+
+def test_service_account_token_only_where_the_api_is_needed(template) -> None:
+    def pods(*sets: str) -> dict[str, dict]:
+        cluster = template("h200x8", *sets).one("RayService")["spec"]["rayClusterConfig"]
+        return {"head": cluster["headGroupSpec"]["template"]["spec"],
+                "worker": cluster["workerGroupSpecs"][0]["template"]["spec"]}
+
+    # The autoscaler sidecar scales the RayCluster through the API: the head keeps its token.
+    assert "automountServiceAccountToken" not in pods()["head"]
+    assert pods()["worker"]["automountServiceAccountToken"] is False
+    without = pods("autoscaler.enabled=false")
+    assert without["head"]["automountServiceAccountToken"] is False
+    job = template("h200x8", "loadtest.enabled=true").one("RayJob")
+    assert job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"][
+        "automountServiceAccountToken"] is False
+
+
 def test_weights_claim_is_kept_on_uninstall(template) -> None:
     pvc = template("h200x8").one("PersistentVolumeClaim")
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -105,7 +142,8 @@ def test_api_service_and_routes_target_the_openai_port(template) -> None:
 
 
 def test_network_policy_opens_only_the_api_port_to_everyone(template) -> None:
-    policy = template("h200x8").one("NetworkPolicy")["spec"]
+    (policy,) = template("h200x8").by_source["networkpolicy-r1serve.yaml"]
+    policy = policy["spec"]
     assert policy["policyTypes"] == ["Ingress"]
     open_rules = [r for r in policy["ingress"] if "from" not in r]
     assert open_rules == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
