@@ -23,13 +23,17 @@ from ray.serve.request_router import PendingRequest, RequestRouter, RunningRepli
 
 from serve.autoscaling.decision import ScalingDecision
 from serve.autoscaling.scaling_board import ScalingBoard
+from serve.engine.base import GenerationRequest
 from serve.engine.block_hash import block_hashes
 from serve.routing.draining_watch import DrainingWatch
 from serve.routing.knobs import RouterKnobs
-from serve.routing.router_core import RoutedRequest, RouterCore
+from serve.routing.router_core import Choice, RoutedRequest, RouterCore
 from serve.routing.routing_metrics import record_routed
 
-_MEMO_SIZE = 4096  # requests whose hashes are kept while Serve retries their routing
+_MEMO_SIZE = 4096  # requests whose hashes and choice are kept while Serve retries routing
+# The label of a request that Serve placed on a replica other than our first choice (that one
+# was at its max_ongoing_requests).
+FALLBACK = "fallback"
 
 
 class PrefixAwareRouter(RequestRouter):
@@ -49,6 +53,7 @@ class PrefixAwareRouter(RequestRouter):
                                        tuned.stats_period_s)
         self._last_stats: dict[str, Any] = {}  # replica id -> the stats dict last taken
         self._memo: OrderedDict[str, RoutedRequest | None] = OrderedDict()
+        self._choices: OrderedDict[str, Choice] = OrderedDict()  # internal id -> latest choice
         self._sent: dict[str, tuple[str, float]] = {}  # internal id -> (replica id, sent at)
 
     # -- Serve's hooks ------------------------------------------------------------------------
@@ -67,6 +72,8 @@ class PrefixAwareRouter(RequestRouter):
         for rid, replica in by_id.items():
             self._take_stats(rid, replica.routing_stats, now)
         choice = self.core.choose(list(by_id), self._routed_request(pending_request), now)
+        if pending_request is not None:
+            _remember(self._choices, pending_request.metadata.internal_request_id, choice)
         return [[by_id[rid]] for rid in choice.ranked]
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID,
@@ -75,10 +82,12 @@ class PrefixAwareRouter(RequestRouter):
         request = self._routed_request(pending_request)
         internal_id = pending_request.metadata.internal_request_id
         self._memo.pop(internal_id, None)
+        choice = self._choices.pop(internal_id, None)
         cached = self.core.on_routed(replica_id.unique_id, request, now)
         self._sent[internal_id] = (replica_id.unique_id, now)
         if request is not None:
-            reason = "session" if request.session_id else "cost"
+            first = choice is not None and choice.ranked[:1] == (replica_id.unique_id,)
+            reason = choice.reason if first else FALLBACK
             record_routed(reason, request.prompt_tokens, cached, self.core.intake_weight)
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
@@ -119,25 +128,21 @@ class PrefixAwareRouter(RequestRouter):
         if key in self._memo:
             return self._memo[key]
         gen = next((a for a in (*pending.args, *pending.kwargs.values())
-                    if hasattr(a, "prompt_token_ids")), None)
+                    if isinstance(a, GenerationRequest)), None)
         request = None
         if gen is not None:
             page = self.core.page_size
             tokens = gen.prompt_token_ids
-            sampling = getattr(gen, "sampling", None)
             request = RoutedRequest(
                 request_id=key,
                 block_hashes=tuple(block_hashes(tokens, page)) if page else (),
                 page_size=page or 1,
                 prompt_tokens=len(tokens),
-                max_tokens=getattr(sampling, "max_tokens", 32768),
-                expected_output_tokens=getattr(gen, "expected_output_tokens", None),
-                session_id=(pending.metadata.session_id or getattr(gen, "session_id", None)
-                            or None),
+                max_tokens=gen.sampling.max_tokens,
+                expected_output_tokens=gen.expected_output_tokens,
+                session_id=pending.metadata.session_id or gen.session_id or None,
             )
-        self._memo[key] = request
-        while len(self._memo) > _MEMO_SIZE:
-            self._memo.popitem(last=False)
+        _remember(self._memo, key, request)
         return request
 
     def _estimate_output_tokens(self, replica_id: str, duration_s: float) -> int | None:
@@ -149,3 +154,11 @@ class PrefixAwareRouter(RequestRouter):
         if running <= 0 or rate <= 0.0 or duration_s <= 0.0:
             return None
         return max(1, round(duration_s * rate / running))
+
+
+def _remember(memo: OrderedDict, key: str, value: Any) -> None:
+    """Keep `value` under `key`, dropping the oldest entries past `_MEMO_SIZE`."""
+    memo[key] = value
+    memo.move_to_end(key)
+    while len(memo) > _MEMO_SIZE:
+        memo.popitem(last=False)

@@ -5,7 +5,7 @@ time since that prefix was last routed is one reuse interval, and it weighs the 
 tokens. Set against the lifetime of the fleet's prefix caches (capacity over the rate they take
 in new tokens), the recent intervals say what a full cache loses by turning over sooner: where
 most reused tokens come back within the lifetime, little; where most come back after it, the
-few that still hit are those a cache with a longer life keeps (see `RouterKnobs`).
+few that still hit are those a cache with a longer life keeps (benchmarks/router_knobs.md).
 
 Bounded: one block in every `span_tokens` of a prompt stands for the span (a page of 16 tokens
 would otherwise cost a table entry per 16 tokens of history), the blocks seen last are kept

@@ -157,14 +157,14 @@ class RouterCore:
                                                      + view.inflight_count)
         load = (queued_prefill * (1.0 + slowdown) + uncached * slowdown
                 + k.decode_cost_per_token * decode + k.kv_penalty_tokens * over**2)
-        # the bonus beyond the compute a hit saves is for continuing a conversation (knobs)
+        # the bonus beyond the compute a hit saves keeps a conversation home (router_knobs.md)
         keeps = report is not None and report.keeps_what_it_caches
         min_match = k.retained_min_match if keeps else k.affinity_min_match
         weight = k.retained_hit_weight if keeps else k.cache_hit_weight
         match = cached / request.prompt_tokens if request.prompt_tokens else 0.0
         grown = min(1.0, match / min_match) ** 2 if min_match > 0 else 1.0
         own = uncached - (weight - 1.0) * grown * cached
-        if not keeps:  # a cache that evicts: its lifetime (knobs)
+        if not keeps:  # a cache that evicts: its lifetime (router_knobs.md)
             own += self.intake_weight * uncached * excess_intake
         return ScoredReplica(view.replica_id, own + load, load, cached, util)
 
@@ -242,7 +242,7 @@ class RouterCore:
 
     def _update_intake_weight(self, now: float) -> None:
         """Even intake out, or concentrate it where the evicting caches turn over faster than
-        most reused prefixes come back (knobs)."""
+        most reused prefixes come back (benchmarks/router_knobs.md)."""
         k = self.knobs
         evicting = [(v, v.report) for v in self._views.values()
                     if v.report is not None and not v.report.keeps_what_it_caches]

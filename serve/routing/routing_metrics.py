@@ -5,6 +5,10 @@ set beside the engine's reported `prefix_cache_hit_tokens` it shows how well the
 the replicas' caches matches reality. The registry is ours, not the process default, so tests
 and several routers in one process do not collide; expose it with
 `prometheus_client.generate_latest(ROUTING_REGISTRY)`.
+
+`r1serve_router_requests_total{reason}` counts requests by why their replica was chosen, as the
+router core said (`Choice.reason`): `cost`, `session`, `power_of_two` (before any replica has
+reported), or `fallback` when Serve placed the request past the first choice (at its limit).
 """
 
 from __future__ import annotations
