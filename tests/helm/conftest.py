@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from serve.k8s.crd_schema import load_crd_schema
 from serve.k8s.helm import CHART_DIR, split_by_source
+from tests.crd_schema import load_crd_schema
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO.parent / "shared" / "data" / "kuberay-crds" / "v1.7.0"

@@ -13,8 +13,8 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from serve.config import R1ServeConfig
-from serve.k8s.crd_schema import validation_errors
 from serve.k8s.helm import CHART_DIR
+from tests.crd_schema import validation_errors
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.33.0"  # a Kubernetes version kubernetes-validate ships schemas for

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 
-from serve.k8s.crd_schema import load_crd_schema, validation_errors
 from serve.k8s.status import (
     K8sError,
     RayServiceStatus,
@@ -19,6 +18,7 @@ from serve.k8s.status import (
     unschedulable_pods,
     wait_until_ready,
 )
+from tests.crd_schema import load_crd_schema, validation_errors
 
 REPO = Path(__file__).resolve().parents[3]
 CRD = REPO.parent / "shared" / "data" / "kuberay-crds" / "v1.7.0" / "ray.io_rayservices.yaml"
