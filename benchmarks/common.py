@@ -1,4 +1,4 @@
-"""Shared set-up for the benchmarks: a tiny checkpoint on disk, random prompts, percentiles.
+"""Shared set-up for the benchmarks: a tiny checkpoint on disk, random prompts.
 
 torch is imported only by the helpers that need it, so the simulation-only benchmarks
 (router_replay, router_cost) do not load it.
@@ -7,14 +7,7 @@ torch is imported only by the helpers that need it, so the simulation-only bench
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
-
-
-def percentile(xs: Iterable[float], q: float) -> float:
-    """The sample at rank floor(q * n) of the sorted values (the largest for q near 1)."""
-    ordered = sorted(xs)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def tiny_checkpoint(path: str | None, arch: str = "deepseek-v3") -> Path:

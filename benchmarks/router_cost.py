@@ -15,8 +15,8 @@ import argparse
 import random
 import time
 
-from benchmarks.common import percentile
 from serve.engine.block_hash import block_hashes
+from serve.engine.percentile import percentile
 from serve.routing.knobs import RouterKnobs
 from serve.routing.router_core import RoutedRequest, RouterCore
 
@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         hash_us.append((t1 - t0) * 1e6)
         decide_us.append((t2 - t1) * 1e6)
 
+    decide_us.sort()
+    hash_us.sort()
     print(f"{args.replicas} replicas, {tracked:,} cached blocks tracked, "
           f"{args.decisions} decisions, {args.prompt_tokens}-token prompts")
     print(f"  decision (choose + on_routed): p50 {percentile(decide_us, 0.5):7.1f} us   "

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from benchmarks.common import percentile
+from serve.engine.percentile import percentile
 from serve.routing.knobs import RouterKnobs
 from sim.baseline_routers import PowerOfTwo, RayPrefixAffinity, RoundRobin, SmgCacheAware
 from sim.core_router import CoreSimRouter
@@ -129,7 +129,7 @@ class Row:
     @classmethod
     def pooled(cls, samples: Sequence[Sample]) -> Row:
         """The figures over several windows: token and busy-time sums, all TTFTs together."""
-        ttft = [t for s in samples for t in s.ttfts]
+        ttft = sorted(t for s in samples for t in s.ttfts)
         busy = [sum(b) for b in zip(*(s.busy_s for s in samples), strict=True)]
         return cls(samples[0].router, hit_rate(samples), percentile(ttft, 0.5),
                    percentile(ttft, 0.99),

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 
 from serve.autoscaling.policy import TokenLoadPolicy
 from serve.autoscaling.targets import ScalingTargets, autoscaling_config
+from serve.engine.percentile import percentile
 from sim.core_router import CoreSimRouter
 from sim.day_shape import DayShape, day_of
 from sim.fleet import Fleet, FleetConfig, FleetResult, FleetView, ScaleDecision, Scaler
@@ -245,8 +246,7 @@ def summarize(policy: str, seed: int, result: FleetResult, slo: Slo) -> Summary:
     return Summary(
         policy, seed, len(reqs), sum(ttft_ok), sum(itl_ok),
         sum(a and b for a, b in zip(ttft_ok, itl_ok, strict=True)),
-        ttfts[len(ttfts) // 2] if ttfts else 0.0,
-        ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))] if ttfts else 0.0,
+        percentile(ttfts, 0.5) if ttfts else 0.0, percentile(ttfts, 0.99) if ttfts else 0.0,
         result.replica_seconds / 3600.0, max([c for _, c in result.timeline] + [0]),
         sum(r.cut for r in reqs), worst_hour(reqs, ttft_ok))
 

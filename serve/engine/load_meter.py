@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from serve.engine.base import EngineStats
 from serve.engine.output_length import OutputLengthEstimator
+from serve.engine.percentile import percentile
 
 RATE_WINDOW_S = 60.0  # arrivals and prefill speed: long enough to hold a few R1 prompts
 THROUGHPUT_WINDOW_S = 10.0  # generation rate and inter-token latency: the recent past
@@ -166,7 +167,7 @@ class LoadMeter:
         decoded, decode_time = self._decode.sums(now)
         recent = self._recent_ttfts(now)
         ttfts = sorted(ttft for ttft, _ in recent)
-        ttft90, ttft99 = _percentile(ttfts, 0.9), _percentile(ttfts, 0.99)
+        ttft90, ttft99 = percentile(ttfts, 0.9), percentile(ttfts, 0.99)
         ttft_up = max(1.0, min(TTFT_WINDOW_S, now - self.created_at))
         over = tuple((len(ttfts) - bisect.bisect_right(ttfts, t)) / ttft_up
                      for t in TTFT_THRESHOLDS_S)
@@ -197,7 +198,3 @@ class LoadMeter:
         while self._ttfts and now - self._ttfts[0][0] > TTFT_WINDOW_S:
             self._ttfts.popleft()
         return [(ttft, unqueued) for _, ttft, unqueued in self._ttfts]
-
-
-def _percentile(ordered: list[float], q: float) -> float | None:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
