@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from cluster.expert_placement import ExpertPlacement, contiguous
-from cluster.placement import EngineGroup, GroupSpec
+from cluster.group_plan import GroupSpec
+from cluster.placement import EngineGroup
 from serve.engine.reference.architecture import check_parallelism
 from serve.engine.reference.checkpoint import load_model_args
 from serve.engine.reference.engine import EngineConfig, ReferenceEngine
