@@ -121,6 +121,21 @@ def test_service_account_token_only_where_the_api_is_needed(template) -> None:
         "automountServiceAccountToken"] is False
 
 
+def test_every_serve_proxy_bounds_request_heads(template) -> None:
+    """Serve runs a proxy on each Ray node; each must load the header deadline, with the
+    chart's value, from a callback that exists."""
+    from serve import header_timeout
+
+    cluster = template("h200x8", "proxy.headerTimeoutS=7").one("RayService")["spec"][
+        "rayClusterConfig"]
+    containers = [cluster["headGroupSpec"]["template"]["spec"]["containers"][0],
+                  cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]]
+    for container in containers:
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert {k: env.get(k) for k in header_timeout.proxy_env(7)} == \
+            {k: v.removesuffix(".0") for k, v in header_timeout.proxy_env(7).items()}
+
+
 def test_weights_claim_is_kept_on_uninstall(template) -> None:
     pvc = template("h200x8").one("PersistentVolumeClaim")
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

@@ -132,6 +132,15 @@ config, then `config`, then what the chart must own (topology, bind address, key
 {{- end }}
 {{- end -}}
 
+{{/* Serve's HTTP proxy runs on every Ray node: its deadline on request heads
+(serve/header_timeout.py), installed through Serve's proxy callback. */}}
+{{- define "r1serve.proxyEnv" -}}
+- name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
+  value: serve.header_timeout:proxy_callback
+- name: R1SERVE_HTTP_HEADER_TIMEOUT_S
+  value: {{ .Values.proxy.headerTimeoutS | quote }}
+{{- end -}}
+
 {{/* The weights volume of Ray pods and the download Job. */}}
 {{- define "r1serve.weightsVolume" -}}
 - name: weights
