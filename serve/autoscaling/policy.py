@@ -87,9 +87,8 @@ class TokenLoadPolicy:
         demand = fleet.demand(self.capacity.capacity(), t, self.kv_share.value,
                               self.forecast.latest.kv_token_steps)
         overrun = max(demand.values(), default=0.0) > OVERRUN * len(fleet.replicas)
-        fill = demand.get("kv", 0.0) / len(fleet.replicas)
         self.kv_share.learn(now, overrun, fleet.total("first_tokens_per_s") * SAMPLE_S,
-                            Misses(*counts), starting=self._starting, fill=fill)
+                            Misses(*counts), starting=self._starting)
         self.forecast.update(now, fleet.arrivals(), t.upscale_delay_s + self.cold_start.estimate_s)
 
     def decide(self, now: float, fleet: FleetLoad, running: int, target: int,

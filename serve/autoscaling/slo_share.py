@@ -22,12 +22,6 @@ over `settle_s` (an hour: several cold starts and stream lives, so a correction 
 the next piles on; the share a trace's prompts allow changes over hours, not minutes). It
 rises at half the speed it falls and does not fall while replicas asked for are still
 starting; it starts at, and never exceeds, the configured `kv_utilization`.
-
-A share is tested only where the fleet fills it: TTFT met by a fleet that ran at 70% of its
-planned KV says nothing of 100%. Raising the share then would shrink the fleet into misses
-that lower it again, and on a steady load the fleet would swing around the size it needs. So
-the share rises only over windows in which the fleet ran at `TESTED` of its plan or more: the
-fill a fleet sized by the plan keeps, within its scale-down margin of a replica fewer.
 """
 
 from __future__ import annotations
@@ -41,7 +35,6 @@ MAX_OFF = 2.0  # twice the aim or more: fall at that pace, no faster
 AIM = 0.75
 FLOOR_BUDGET = 0.25
 ALLOWED = (0.10, 0.01)  # share of first tokens a p90 and a p99 objective let through
-TESTED = 0.85
 
 
 @dataclass(frozen=True)
@@ -61,22 +54,21 @@ class SloShare:
         self.observe_s, self.settle_s = observe_s, settle_s
         self.min_first_tokens = min_first_tokens
         self.value = ceiling
-        self._recent: deque[tuple[float, float, Misses, float]] = deque()
+        self._recent: deque[tuple[float, float, Misses]] = deque()
         self._last: float | None = None
         self._past_plan_at: float | None = None
 
     def learn(self, now: float, overrun: bool, first_tokens: float, misses: Misses,
-              starting: bool = False, fill: float = 1.0) -> None:
+              starting: bool = False) -> None:
         """One sample: whether the load overran the serving replicas as planned (some signal
         needs more of them than serve), the first tokens sent since the last and the misses
         among them. A sample taken during an overrun, or soon after, says nothing of the
         plan and is left out. `starting`: replicas asked for are not serving yet, so the last
-        correction has not shown: the plan does not fall further meanwhile. `fill`: the
-        fleet's KV use over what the planned share allows its serving replicas."""
+        correction has not shown: the plan does not fall further meanwhile."""
         if overrun:
             self._past_plan_at = now
         elif self._past_plan_at is None or now - self._past_plan_at >= self.observe_s:
-            self._recent.append((now, first_tokens, misses, fill))
+            self._recent.append((now, first_tokens, misses))
         while self._recent and self._recent[0][0] < now - self.observe_s:
             self._recent.popleft()
         dt = 0.0 if self._last is None else now - self._last
@@ -84,28 +76,21 @@ class SloShare:
         off = self.off_objective()
         if off is None or dt <= 0 or (starting and off > 1.0):
             return
-        if off < 1.0 and not self._tested():  # met, but by a fleet that did not fill its plan
-            return
         step = (min(off, MAX_OFF) - 1.0) * dt / self.settle_s
         step = step if step > 0 else step / 2  # rise at half the speed of a fall
         self.value = min(self.ceiling, max(self.floor, self.value * (1.0 - step)))
 
-    def _tested(self) -> bool:
-        """The recent samples ran the fleet at its plan, so that meeting TTFT tells of it."""
-        fills = [fill for *_, fill in self._recent]
-        return bool(fills) and sum(fills) / len(fills) >= TESTED
-
     def off_objective(self) -> float | None:
         """The recent queueing misses over their aim, for the worse objective (1: on aim);
         None until `min_first_tokens` have been seen."""
-        seen = sum(first for _, first, _, _ in self._recent)
+        seen = sum(first for _, first, _ in self._recent)
         if seen < self.min_first_tokens:
             return None
         worst = 0.0
         for allowed, over, waiting in zip(ALLOWED, ("over_p90", "over_p99"),
                                           ("waiting_p90", "waiting_p99"), strict=True):
-            late = sum(getattr(m, over) for _, _, m, _ in self._recent) / seen
-            queued = sum(getattr(m, waiting) for _, _, m, _ in self._recent) / seen
+            late = sum(getattr(m, over) for _, _, m in self._recent) / seen
+            queued = sum(getattr(m, waiting) for _, _, m in self._recent) / seen
             budget = AIM * max(FLOOR_BUDGET * allowed, allowed - (late - queued))
             worst = max(worst, queued / budget)
         return worst

@@ -6,15 +6,14 @@ from serve.autoscaling.slo_share import Misses, SloShare
 
 
 def feed(s: SloShare, seconds: float, queued_p99: float, slow_p99: float = 0.0,
-         start: float = 0.0, starting: bool = False, overrun: bool = False,
-         fill: float = 1.0) -> float:
+         start: float = 0.0, starting: bool = False, overrun: bool = False) -> float:
     """100 first tokens every 10 s; the shares over the p99 objective that queueing made
     late (`queued_p99`) and that were late on their own (`slow_p99`)."""
     t = start
     while t < start + seconds:
         late = 100.0 * (queued_p99 + slow_p99)
         s.learn(t, overrun, 100.0, Misses(over_p99=late, waiting_p99=100.0 * queued_p99),
-                starting, fill)
+                starting)
         t += 10.0
     return t
 
@@ -78,17 +77,3 @@ def test_misses_in_an_overrun_and_its_backlog_do_not_judge_the_plan():
     assert s.value == 0.6
     feed(s, 1200, 0.05, start=t)  # misses a whole window after it judge the plan
     assert s.value < 0.6
-
-
-def test_a_share_the_fleet_did_not_fill_is_not_raised():
-    """TTFT met at 70% of the planned KV says nothing of 100%: the share holds until the
-    fleet runs at its plan again, and only then rises."""
-    s = SloShare(ceiling=0.75)
-    t = feed(s, 900, 0.03)
-    t = feed(s, 1800, 0.0, start=t, fill=0.7)  # an oversized fleet, no misses
-    held = s.value
-    assert held < 0.75
-    t = feed(s, 900, 0.0, start=t, fill=0.7)
-    assert s.value == held
-    feed(s, 1800, 0.0, start=t, fill=0.95)
-    assert held < s.value <= 0.75
