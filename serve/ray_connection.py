@@ -10,9 +10,12 @@ connection says what to set.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+from contextlib import nullcontext
 
+from cluster.local_cluster import loopback_node_ip
 from serve.errors import R1ServeError
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
@@ -48,11 +51,32 @@ def connect(address: str | None) -> None:
 
     with_token = use_token_if_available()
     try:
-        ray.init(address=address or "auto", logging_level=logging.WARNING,
-                 ignore_reinit_error=True)
+        with loopback_node_ip() if _on_loopback(address) else nullcontext():
+            ray.init(address=address or "auto", logging_level=logging.WARNING,
+                     ignore_reinit_error=True)
     except (ConnectionError, RayError) as e:
         shown = address or os.environ.get("RAY_ADDRESS") or "auto"
         raise RayConnectionError(connection_advice(shown, with_token, e)) from None
+
+
+def _on_loopback(address: str | None) -> bool:
+    """Whether the cluster at `address` (None: RAY_ADDRESS, else the local one) listens on
+    loopback, as the one `r1serve up` starts does: this process's node IP must then be
+    loopback too, or Ray looks for the cluster's raylet at the host's routable IP."""
+    from ray._private.services import get_ray_address_from_environment
+
+    # Not Ray's canonical form: that turns a loopback host into the routable IP.
+    try:
+        given = address or get_ray_address_from_environment("auto", None)
+    except Exception:  # no cluster recorded here: ray.init says so
+        return False
+    host = (given or "").removeprefix("ray://").rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def connection_advice(address: str, with_token: bool, error: BaseException) -> str:

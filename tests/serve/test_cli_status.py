@@ -108,3 +108,14 @@ def test_a_token_at_hand_is_used(monkeypatch, tmp_path, token_loader) -> None:
         monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # an explicit choice stands
     assert not ray_connection.use_token_if_available()
+
+
+@pytest.mark.parametrize(("address", "loopback"), [
+    ("127.0.0.1:6379", True), ("localhost:6379", True), ("[::1]:6379", True),
+    ("10.0.0.1:6379", False), ("ray://127.0.0.1:10001", True), ("head.svc:6379", False)])
+def test_a_cluster_on_loopback_is_joined_from_loopback(address, loopback) -> None:
+    """`r1serve up`'s cluster listens on 127.0.0.1 only; a process joining it from the
+    routable IP would look for its raylet there."""
+    from serve import ray_connection
+
+    assert ray_connection._on_loopback(address) is loopback
