@@ -17,7 +17,7 @@ from typing import Any
 from serve.k8s.helm import CHART_DIR, RenderRequest, render
 from serve.k8s.status import K8sError, format_status, wait_until_ready
 
-_PROFILES_HELP = "chart profile: h200x8, h100x16, h800x32-wide-ep or custom"
+_PROFILES_HELP = "chart profile: h200x8, h100x16, h800x32-wide-ep, distill-qwen-32b or custom"
 
 
 def add_k8s_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from serve.errors import R1ServeError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "helm" / "r1serve"
-PROFILES = ("h200x8", "h100x16", "h800x32-wide-ep")
+PROFILES = ("h200x8", "h100x16", "h800x32-wide-ep", "distill-qwen-32b")
 _SOURCE_PREFIX = "# Source: "
 
 

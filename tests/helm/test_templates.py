@@ -136,6 +136,22 @@ def test_every_serve_proxy_bounds_request_heads(template) -> None:
             {k: v.removesuffix(".0") for k, v in header_timeout.proxy_env(7).items()}
 
 
+def test_a_distill_profile_downloads_its_own_model_unless_told_otherwise(template) -> None:
+    def weights(*sets: str) -> tuple[str, str, str]:
+        rendered = template("distill-qwen-32b", *sets)
+        env = {e["name"]: e.get("value") for e in
+               rendered.one("Job")["spec"]["template"]["spec"]["containers"][0]["env"]}
+        size = rendered.one("PersistentVolumeClaim")["spec"]["resources"]["requests"]["storage"]
+        return env["HF_REPO"], env["DEST"], size
+
+    assert weights() == ("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B",
+                         "/models/DeepSeek-R1-Distill-Qwen-32B", "160Gi")
+    assert weights("weights.repoId=me/my-32b", "weights.subPath=mine") == (
+        "me/my-32b", "/models/mine", "160Gi")
+    assert weights()[0] != template("h200x8").one("Job")["spec"]["template"]["spec"][
+        "containers"][0]["env"][0].get("value", "")
+
+
 def test_weights_claim_is_kept_on_uninstall(template) -> None:
     pvc = template("h200x8").one("PersistentVolumeClaim")
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

@@ -49,10 +49,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The chosen profile, as YAML. Fails with the fix when none or an unknown one is chosen. */}}
 {{- define "r1serve.profile" -}}
-{{- $name := required "profile is required: --set profile=h200x8, h100x16, h800x32-wide-ep or custom" .Values.profile -}}
+{{- $name := required "profile is required: --set profile=h200x8, h100x16, h800x32-wide-ep, distill-qwen-32b or custom" .Values.profile -}}
 {{- $p := index .Values.profiles $name -}}
 {{- if not $p -}}
-{{- fail (printf "profile %q is unknown: use h200x8, h100x16, h800x32-wide-ep or custom (or define profiles.%s)" $name $name) -}}
+{{- fail (printf "profile %q is unknown: use h200x8, h100x16, h800x32-wide-ep, distill-qwen-32b or custom (or define profiles.%s)" $name $name) -}}
 {{- end -}}
 {{- $_ := required (printf "profiles.%s.nodesPerReplica is required with profile=%s: the nodes one model replica spans" $name $name) $p.nodesPerReplica -}}
 {{- $_ := required (printf "profiles.%s.gpusPerNode is required with profile=%s" $name $name) $p.gpusPerNode -}}
@@ -74,8 +74,26 @@ DST: `--set config.engine.dp_attention=false` must turn the profile's true off.
 {{- end -}}
 {{- end -}}
 
+{{/*
+The weights to serve: weights.repoId, weights.subPath and weights.pvc.size, except that a value
+left at its R1 default gives way to the profile's own (profiles.NAME.weights), so that a
+distilled model's profile downloads that model.
+*/}}
+{{- define "r1serve.weights" -}}
+{{- $p := include "r1serve.profile" . | fromYaml -}}
+{{- $w := dict "repoId" .Values.weights.repoId "subPath" .Values.weights.subPath "size" .Values.weights.pvc.size -}}
+{{- $r1 := dict "repoId" "deepseek-ai/DeepSeek-R1" "subPath" "DeepSeek-R1" "size" "1Ti" -}}
+{{- range $k, $v := default (dict) $p.weights -}}
+{{- if eq (toString (index $w $k)) (index $r1 $k) -}}
+{{- $_ := set $w $k $v -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $w -}}
+{{- end -}}
+
 {{- define "r1serve.modelPath" -}}
-{{- printf "%s/%s" (trimSuffix "/" .Values.weights.mountPath) .Values.weights.subPath -}}
+{{- $w := include "r1serve.weights" . | fromYaml -}}
+{{- printf "%s/%s" (trimSuffix "/" .Values.weights.mountPath) $w.subPath -}}
 {{- end -}}
 
 {{/*
@@ -236,7 +254,7 @@ BOOL): the head needs the tokenizer and config files only.
 
 {{- define "r1serve.downloadEnv" -}}
 - name: HF_REPO
-  value: {{ .Values.weights.repoId | quote }}
+  value: {{ (include "r1serve.weights" . | fromYaml).repoId | quote }}
 - name: HF_REVISION
   value: {{ .Values.weights.revision | quote }}
 - name: DEST
