@@ -52,8 +52,9 @@ def connect(address: str | None) -> None:
     with_token = use_token_if_available()
     try:
         with loopback_node_ip() if _on_loopback(address) else nullcontext():
+            # The cluster's own logs stay in the cluster: a command prints only its answer.
             ray.init(address=address or "auto", logging_level=logging.WARNING,
-                     ignore_reinit_error=True)
+                     ignore_reinit_error=True, log_to_driver=False)
     except (ConnectionError, RayError) as e:
         shown = address or os.environ.get("RAY_ADDRESS") or "auto"
         raise RayConnectionError(connection_advice(shown, with_token, e)) from None
