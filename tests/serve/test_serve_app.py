@@ -11,9 +11,9 @@ import pytest
 import ray
 from ray import serve
 
-from cluster.local_cluster import free_port, local_ray
+from cluster.local_cluster import free_port
 from serve.config import R1ServeConfig
-from serve.runner import start_app, wait_healthy
+from tests.live_app import live_app
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +27,8 @@ def app(tiny_fp32_dir):
         "api": {"port": free_port(), "max_tokens_cap": 256},
         "app_name": "r1serve-test",
     })
-    with local_ray(1, cpus_per_node=2):
-        start_app(config)
-        wait_healthy(config, timeout_s=240, progress=lambda _: None)
+    with live_app(config):
         yield config
-        serve.shutdown()
 
 
 def client(config) -> openai.OpenAI:

@@ -9,12 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2 as httpx
 import openai
 import pytest
-from ray import serve
 
-from cluster.local_cluster import free_port, local_ray
+from cluster.local_cluster import free_port
 from serve.api.protocol import MAX_N
 from serve.config import R1ServeConfig
-from serve.runner import start_app, wait_healthy
+from tests.live_app import live_app
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +29,8 @@ def app(request, tiny_fp32_dir):
         "router": {"policy": request.param},
         "app_name": f"r1serve-choices-{request.param}",
     })
-    with local_ray(1, cpus_per_node=2):
-        try:
-            start_app(config)
-            wait_healthy(config, timeout_s=240, progress=lambda _: None)
-            yield f"http://127.0.0.1:{config.api.port}"
-        finally:
-            serve.shutdown()
+    with live_app(config) as url:
+        yield url
 
 
 def sse(url: str, path: str, body: dict) -> tuple[list[dict], bool]:

@@ -13,11 +13,10 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 import ray
-from ray import serve
 
-from cluster.local_cluster import free_port, local_ray
+from cluster.local_cluster import free_port
 from serve.config import R1ServeConfig
-from serve.runner import start_app, wait_healthy
+from tests.live_app import live_app
 
 pytestmark = pytest.mark.slow
 
@@ -32,13 +31,8 @@ def app(tiny_fp32_dir):
         "api": {"port": free_port(), "max_tokens_cap": 400},
         "app_name": "r1serve-rank-death",
     })
-    with local_ray(1, cpus_per_node=2):
-        try:
-            start_app(config)
-            wait_healthy(config, timeout_s=240, progress=lambda _: None)
-            yield f"http://127.0.0.1:{config.api.port}"
-        finally:
-            serve.shutdown()
+    with live_app(config) as url:
+        yield url
 
 
 def rank_pids() -> list[int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from ray import serve
 
 from benchmarks.stream_completeness import (
     ERROR_EVENT,
@@ -18,9 +17,9 @@ from benchmarks.stream_completeness import (
     judge_body,
     judge_stream,
 )
-from cluster.local_cluster import free_port, local_ray
+from cluster.local_cluster import free_port
 from serve.config import R1ServeConfig
-from serve.runner import start_app, wait_healthy
+from tests.live_app import live_app
 
 STREAMS, PLAIN, MAX_TOKENS = 56, 8, 8
 
@@ -35,13 +34,8 @@ def url(tiny_fp32_dir):
         "api": {"port": free_port(), "max_tokens_cap": MAX_TOKENS},
         "app_name": "r1serve-stream-completeness",
     })
-    with local_ray(1, cpus_per_node=2):
-        try:
-            start_app(config)
-            wait_healthy(config, timeout_s=240, progress=lambda _: None)
-            yield f"http://127.0.0.1:{config.api.port}"
-        finally:
-            serve.shutdown()
+    with live_app(config) as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -4,8 +4,6 @@ statuses, content types, bodies and headers, and that nothing is a server error.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +11,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from serve.api.api_settings import ApiSettings
 from serve.api.ingress import build_openai_app
-from serve.engine.base import EngineStats, GenerationRequest, TokenDelta, Usage
+from tests.serve.api.engine_clients import OneTokenClient
 
 SERVED = "deepseek-r1-tiny"
 # Limits no JSON schema can state, each a 400 with its own code: the prompt and max_tokens
@@ -27,23 +25,6 @@ def accepts_valid_data(ctx, response, case):
     if response.status_code == 400 and response.json()["error"]["code"] in CROSS_FIELD_CODES:
         return None
     return positive_data_acceptance(ctx, response, case)
-
-
-class OneTokenClient:
-    """An engine that answers every request with one token at once."""
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
-        yield TokenDelta(request.request_id, (100,), "t", finish_reason="length",
-                         usage=Usage(len(request.prompt_token_ids), 1, 0))
-
-    async def abort(self, request_id: str) -> None:
-        pass
-
-    async def health(self) -> None:
-        pass
-
-    async def replica_stats(self) -> dict[str, EngineStats]:
-        return {}
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
 
 import httpx2
 import openai
@@ -16,32 +15,11 @@ import pytest
 from serve.api.api_settings import ApiSettings, default_body_limit
 from serve.api.ingress import build_openai_app
 from serve.config import R1ServeConfig
-from serve.engine.base import EngineStats, GenerationRequest, TokenDelta, Usage
 from serve.errors import ConfigError
+from tests.serve.api.engine_clients import OneTokenClient
 
 SERVED = "deepseek-r1-tiny"
 HI = [{"role": "user", "content": "hi"}]
-
-
-class OneTokenClient:
-    """An engine that answers every request with one token at once."""
-
-    def __init__(self) -> None:
-        self.started = 0
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
-        self.started += 1
-        yield TokenDelta(request.request_id, (100,), "t", finish_reason="length",
-                         usage=Usage(len(request.prompt_token_ids), 1, 0))
-
-    async def abort(self, request_id: str) -> None:
-        pass
-
-    async def health(self) -> None:
-        pass
-
-    async def replica_stats(self) -> dict[str, EngineStats]:
-        return {}
 
 
 class CountingTokenizer:
