@@ -12,19 +12,18 @@ from pydantic import BaseModel
 
 from serve.api.logprobs import LogprobFormatter
 from serve.api.prompt_tokens import prompt_tokens
-from serve.api.protocol import (
+from serve.api.protocol import ChatCompletionRequest, ChatMessage
+from serve.api.reasoning import ReasoningDelta, ReasoningSplitter
+from serve.api.responses import (
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
-    ChatCompletionRequest,
     ChatCompletionResponse,
     ChatDelta,
     ChatLogprobs,
-    ChatMessage,
     ChatResponseMessage,
     UsageInfo,
 )
-from serve.api.reasoning import ReasoningDelta, ReasoningSplitter
 from serve.api.sampling import choice_requests, resolve_max_tokens, sampling_params
 from serve.api.tokenizer_protocol import ApiTokenizer
 from serve.api.usage import ChoiceUsage, total_usage

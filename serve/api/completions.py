@@ -12,14 +12,8 @@ from pydantic import BaseModel
 
 from serve.api.logprobs import LogprobFormatter
 from serve.api.prompt_tokens import prompt_tokens
-from serve.api.protocol import (
-    MAX_N,
-    CompletionChoice,
-    CompletionChunk,
-    CompletionRequest,
-    CompletionResponse,
-    UsageInfo,
-)
+from serve.api.protocol import MAX_N, CompletionRequest
+from serve.api.responses import CompletionChoice, CompletionChunk, CompletionResponse, UsageInfo
 from serve.api.sampling import choice_requests, resolve_max_tokens, sampling_params
 from serve.api.tokenizer_protocol import ApiTokenizer
 from serve.api.usage import ChoiceUsage, total_usage

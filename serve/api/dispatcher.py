@@ -24,8 +24,8 @@ from serve.api.choice_streams import ChoiceStreams
 from serve.api.engine_client import EngineClient
 from serve.api.http_errors import public_error
 from serve.api.metrics import ApiMetrics, RequestObserver
-from serve.api.protocol import UsageInfo
 from serve.api.request_id import request_id_of
+from serve.api.responses import UsageInfo
 from serve.api.sse import DONE, SSEResponse, sse_event
 from serve.engine.base import GenerationRequest, TokenDelta
 from serve.errors import R1ServeError

@@ -19,8 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.api.protocol import ErrorDetail, ErrorResponse
 from serve.api.request_id import request_id_of
+from serve.api.responses import ErrorDetail, ErrorResponse
 from serve.errors import R1ServeError
 
 log = logging.getLogger(__name__)

@@ -35,17 +35,16 @@ from serve.api.openapi import (
     errors,
     install_openapi,
 )
-from serve.api.protocol import (
+from serve.api.protocol import ChatCompletionRequest, CompletionRequest
+from serve.api.request_id import REQUEST_ID_HEADER, assign_request_id, request_id_of
+from serve.api.responses import (
     ChatCompletionChunk,
-    ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionChunk,
-    CompletionRequest,
     CompletionResponse,
     ModelCard,
     ModelList,
 )
-from serve.api.request_id import REQUEST_ID_HEADER, assign_request_id, request_id_of
 from serve.api.tokenizer_protocol import ApiTokenizer
 from serve.errors import EngineDeadError, R1ServeError
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Protocol
 
-from serve.api.protocol import ChatTokenLogprob, CompletionLogprobs, TopLogprob
+from serve.api.responses import ChatTokenLogprob, CompletionLogprobs, TopLogprob
 from serve.engine.base import TokenLogprob
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from serve.api.engine_client import EngineClient
-from serve.api.protocol import UsageInfo
+from serve.api.responses import UsageInfo
 
 log = logging.getLogger(__name__)
 

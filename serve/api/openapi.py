@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from serve.api.protocol import ChatCompletionChunk, CompletionChunk, ErrorResponse
+from serve.api.responses import ChatCompletionChunk, CompletionChunk, ErrorResponse
 
 _WHY = {
     400: "The request is invalid; `error.param` names the field.",

@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions, Completions and Models, as pydantic models: the HTTP edge.
+"""OpenAI Chat Completions and Completions requests, as pydantic models: the HTTP edge in.
 
 Requests forbid unknown fields, so a typo is a 400 naming the field, and take JSON's types as
 they are (strict: `"max_tokens": true`, `"stream": "yes"` or `"seed": "42"` are 400s, as at
@@ -8,25 +8,33 @@ escape (`"\\ud800"`) is a 400 naming its field. Known OpenAI fields this server 
 `check_supported()` with a 400 naming the field whenever they are set to anything but their
 no-op value; none is silently ignored. Extensions beyond OpenAI's schema
 (`top_k`, `min_p`, `ignore_eos`, `reasoning_content`) follow vLLM's and DeepSeek's names.
+What the server sends back is in `serve/api/responses.py`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
-    model_serializer,
 )
 
+from serve.api.request_fields import (
+    EMPTY_LIST,
+    NONE,
+    Text,
+    TokenId,
+    json_int,
+    no_empty_lists,
+    no_op_only,
+    rules,
+    unless,
+)
 from serve.errors import InvalidRequestError
 
 MAX_N = 128  # OpenAI's limit on choices per request; here on all prompts' choices together
@@ -36,33 +44,6 @@ MAX_STOP_CHARS = 1024  # characters per stop string
 # Integers every JSON reader carries exactly (I-JSON, RFC 7493); choice i uses seed + i.
 SEED_RANGE = {"ge": -(2**53 - 1), "le": 2**53 - 1}
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _unicode_text(value: str) -> str:
-    # JSON may escape a lone UTF-16 surrogate; Python keeps it, and no tokenizer can encode it.
-    if not value.isascii() and _SURROGATE.search(value):
-        raise ValueError("the text contains a lone UTF-16 surrogate (an escape from "
-                         "\\ud800 to \\udfff without its pair), which is not Unicode text")
-    return value
-
-
-Text = Annotated[str, AfterValidator(_unicode_text)]
-
-
-def _integral(value: Any) -> Any:
-    # JSON has numbers, not integers: 2.0 is the integer 2 (JSON Schema agrees); 2.5 and
-    # true stay errors.
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def json_int(**bounds: int) -> Any:
-    """An integer field as JSON has it, with pydantic's bounds (`ge`, `le`) in its schema."""
-    return Annotated[int, Field(**bounds), BeforeValidator(_integral)]
-
-
-JsonInt = json_int()
-TokenId = json_int(ge=0)
 StopText = Annotated[Text, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 
 
@@ -82,26 +63,6 @@ def _require(checks: Iterable[tuple[str, bool, str]]) -> None:
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-def no_op_only(*values: dict[str, Any], default: Any = None) -> Any:
-    """A known OpenAI field this server cannot honour: validation takes any value so that
-    `check_supported()` can name the field, and the published schema lists only `values`
-    (JSON schemas) and null, the values that are served."""
-    return Field(default=default, json_schema_extra={"anyOf": [*values, {"type": "null"}]})
-
-
-_EMPTY_LIST = {"type": "array", "maxItems": 0}
-
-
-def _no_empty_lists(schema: dict[str, Any]) -> None:
-    """In a field's published schema, no list (nor a list in it) is empty: the field's own
-    validator refuses them, naming what to send."""
-    for member in schema.get("anyOf", ()):
-        if member.get("type") == "array":
-            member["minItems"] = 1
-            _no_empty_lists({"anyOf": [member.get("items", {})]})
-_NONE = {"const": "none"}
 
 
 # -- shared pieces ---------------------------------------------------------------------------
@@ -156,27 +117,13 @@ class ChatMessage(_Request):
     reasoning_content: str | None = None
 
 
-def _unless(field: str, then: dict[str, Any]) -> dict[str, Any]:
-    """A JSON-schema rule: unless `field` is true, the properties in `then` hold."""
-    return {"if": {"not": {"required": [field], "properties": {field: {"const": True}}}},
-            "then": {"properties": then}}
-
-
-def _rules(*rules: dict[str, Any]) -> Any:
-    """`json_schema_extra` adding cross-field rules (the ones `check_supported()` enforces)
-    to a request's published schema, after those of the classes it extends."""
-    def extra(schema: dict[str, Any]) -> None:
-        schema.setdefault("allOf", []).extend(rules)
-    return extra
-
-
-_STREAM_RULES = (_unless("stream", {"stream_options": {"type": "null"}}),)
+_STREAM_RULES = (unless("stream", {"stream_options": {"type": "null"}}),)
 
 
 class _SamplingFields(_Request):
     """Fields both endpoints share."""
 
-    model_config = ConfigDict(json_schema_extra=_rules(*_STREAM_RULES))
+    model_config = ConfigDict(json_schema_extra=rules(*_STREAM_RULES))
 
     model: str
     stream: bool = False
@@ -231,9 +178,9 @@ class _SamplingFields(_Request):
 class ChatCompletionRequest(_SamplingFields):
     """`POST /v1/chat/completions`."""
 
-    model_config = ConfigDict(json_schema_extra=_rules(
+    model_config = ConfigDict(json_schema_extra=rules(
         *_STREAM_RULES,
-        _unless("logprobs", {"top_logprobs": {"enum": [None, 0]}}),
+        unless("logprobs", {"top_logprobs": {"enum": [None, 0]}}),
         {"not": {"required": ["max_tokens", "max_completion_tokens"],  # send one of them
                  "properties": {"max_tokens": {"type": "integer"},
                                 "max_completion_tokens": {"type": "integer"}}}}))
@@ -247,11 +194,11 @@ class ChatCompletionRequest(_SamplingFields):
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     # Known OpenAI fields that only their no-op value can honour.
-    tools: list[dict[str, Any]] | None = no_op_only(_EMPTY_LIST)
-    tool_choice: str | dict[str, Any] | None = no_op_only(_NONE)
+    tools: list[dict[str, Any]] | None = no_op_only(EMPTY_LIST)
+    tool_choice: str | dict[str, Any] | None = no_op_only(NONE)
     parallel_tool_calls: bool | None = no_op_only()
-    functions: list[dict[str, Any]] | None = no_op_only(_EMPTY_LIST)
-    function_call: str | dict[str, Any] | None = no_op_only(_NONE)
+    functions: list[dict[str, Any]] | None = no_op_only(EMPTY_LIST)
+    function_call: str | dict[str, Any] | None = no_op_only(NONE)
     response_format: dict[str, Any] | None = no_op_only({
         "type": "object", "properties": {"type": {"const": "text"}}, "required": ["type"],
         "additionalProperties": False})
@@ -316,99 +263,6 @@ class ChatCompletionRequest(_SamplingFields):
         return self.max_completion_tokens or self.max_tokens
 
 
-class TopLogprob(BaseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None
-
-
-class ChatTokenLogprob(TopLogprob):
-    top_logprobs: list[TopLogprob]
-
-
-class ChatLogprobs(BaseModel):
-    content: list[ChatTokenLogprob] | None
-
-
-class PromptTokensDetails(BaseModel):
-    cached_tokens: int
-
-
-class CompletionTokensDetails(BaseModel):
-    reasoning_tokens: int
-
-
-class UsageInfo(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    prompt_tokens_details: PromptTokensDetails
-    completion_tokens_details: CompletionTokensDetails | None = None
-
-
-class ChatResponseMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str | None  # None when the output ended before `</think>`: no answer was given
-    reasoning_content: str | None
-
-
-class ChatChoice(BaseModel):
-    index: int
-    message: ChatResponseMessage
-    logprobs: ChatLogprobs | None
-    finish_reason: str | None
-
-
-class ChatCompletionResponse(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: UsageInfo
-
-
-class ChatDelta(BaseModel):
-    """A streamed piece of a message; fields with nothing new are left out."""
-
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    reasoning_content: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_none(self, handler: Any) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
-
-
-class ChatChunkChoice(BaseModel):
-    index: int
-    delta: ChatDelta
-    logprobs: ChatLogprobs | None = None
-    finish_reason: str | None = None
-
-
-class _Chunk(BaseModel):
-    """A streamed chunk: `usage` appears only in the last one, when stream_options asks."""
-
-    usage: UsageInfo | None = None
-
-    @model_serializer(mode="wrap")
-    def _usage_last_if_any(self, handler: Any) -> dict[str, Any]:
-        data = handler(self)
-        usage = data.pop("usage", None)
-        if usage is not None:
-            data["usage"] = usage
-        return data
-
-
-class ChatCompletionChunk(_Chunk):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChatChunkChoice]
-
-
 # -- completions -----------------------------------------------------------------------------
 
 
@@ -416,7 +270,7 @@ class CompletionRequest(_SamplingFields):
     """`POST /v1/completions`: a raw prompt, no chat template, no reasoning split."""
 
     prompt: Text | list[Text] | list[TokenId] | list[list[TokenId]] = Field(
-        json_schema_extra=lambda schema: _no_empty_lists(schema))
+        json_schema_extra=lambda schema: no_empty_lists(schema))
     logprobs: json_int(ge=0, le=MAX_TOP_LOGPROBS) | None = None
     echo: bool | None = no_op_only({"const": False}, default=False)
     suffix: str | None = no_op_only({"const": ""})
@@ -446,62 +300,3 @@ class CompletionRequest(_SamplingFields):
         if isinstance(p, str) or (p and isinstance(p[0], int)):
             return [p]  # type: ignore[list-item]
         return list(p)  # type: ignore[arg-type]
-
-
-class CompletionLogprobs(BaseModel):
-    tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]] | None
-    text_offset: list[int]
-
-
-class CompletionChoice(BaseModel):
-    index: int
-    text: str
-    logprobs: CompletionLogprobs | None
-    finish_reason: str | None
-
-
-class CompletionResponse(BaseModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: UsageInfo
-
-
-class CompletionChunk(_Chunk):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-
-
-# -- models and errors -----------------------------------------------------------------------
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "r1serve"
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    """OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`."""
-
-    error: ErrorDetail

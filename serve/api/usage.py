@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from serve.api.protocol import CompletionTokensDetails, PromptTokensDetails, UsageInfo
+from serve.api.responses import CompletionTokensDetails, PromptTokensDetails, UsageInfo
 from serve.engine.base import Usage
 
 
